@@ -1,1 +1,28 @@
-int main() { return 0; }
+// The single `mlcapsule` command. Each subcommand lives in its own cmd_*.cc file.
+#include <cstdio>
+
+#include "cli/cli_common.h"
+#include "engine/plan.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "MLCapsule: guarded offline deployment of machine learning as a service.\n"
+      "Compile ONNX models to validated plans, run them, check conformance and measure speed."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       std::string("mlcapsule ") + mlcapsule::cli::kVersion + " (plan format " +
+                           std::to_string(mlcapsule::engine::kPlanVersion) + ")");
+  app.footer(
+      "Run `mlcapsule COMMAND --help` for a command's options. Exit status: 0 success, 1 failure,\n"
+      "2 usage error, 3 unsupported model or input (docs/cli.md).");
+  mlcapsule::cli::AddModelCommands(app);
+  mlcapsule::cli::AddConformanceCommand(app);
+  mlcapsule::cli::AddBenchCommand(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : mlcapsule::cli::kExitUsage;
+  }
+  return mlcapsule::cli::ExitCode();
+}

@@ -7,8 +7,6 @@
 // kernel (and fast kernel, if any), write ops/<name>_test.cc, list the schema in registry.cc.
 #pragma once
 
-#include <pthreadpool.h>
-
 #include <memory>
 #include <span>
 #include <string>
@@ -22,8 +20,7 @@
 namespace mlcapsule::engine {
 
 struct RunContext {
-  pthreadpool_t pool = nullptr;  // nullptr: run on the calling thread
-  int threads = 1;
+  int threads = 1;  // intra-op threads (OpenMP team size; see parallel.h)
 };
 
 class Kernel {

@@ -1,8 +1,7 @@
-// ParallelFor over the run's thread pool (pthreadpool, shared with XNNPACK). Work is cut into
-// tiles of at least `grain` items so small tensors stay on the calling thread.
+// ParallelFor over the run's threads. The engine has one threading runtime, OpenMP, shared with
+// oneDNN's kernels, so the two never compete for cores with separate pools. Work is cut into at
+// most 4 tiles per thread of at least `grain` items, so small tensors stay on the calling thread.
 #pragma once
-
-#include <pthreadpool.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -14,22 +13,19 @@ namespace mlcapsule::engine {
 template <typename Fn>
 void ParallelFor(const RunContext& ctx, int64_t count, int64_t grain, Fn&& fn) {
   if (count <= 0) return;
-  if (ctx.pool == nullptr || ctx.threads <= 1 || count <= grain) {
+  const int threads = ctx.threads;
+  if (threads <= 1 || count <= grain) {
     fn(int64_t{0}, count);
     return;
   }
-  int64_t tile = std::max<int64_t>(grain, (count + ctx.threads * 4 - 1) / (ctx.threads * 4));
-  struct Closure {
-    Fn* fn;
-    int64_t count;
-  } closure{&fn, count};
-  pthreadpool_parallelize_1d_tile_1d(
-      ctx.pool,
-      [](void* arg, size_t start, size_t length) {
-        auto* c = static_cast<Closure*>(arg);
-        (*c->fn)(static_cast<int64_t>(start), static_cast<int64_t>(start + length));
-      },
-      &closure, static_cast<size_t>(count), static_cast<size_t>(tile), 0);
+  const int64_t tiles = std::min<int64_t>(int64_t{threads} * 4, (count + grain - 1) / std::max<int64_t>(grain, 1));
+  const int64_t tile = (count + tiles - 1) / tiles;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t begin = t * tile;
+    const int64_t end = std::min(count, begin + tile);
+    if (begin < end) fn(begin, end);
+  }
 }
 
 }  // namespace mlcapsule::engine
