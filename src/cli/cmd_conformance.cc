@@ -30,6 +30,7 @@ struct ConformanceOptions {
   std::vector<std::string> dirs;
   double rtol = 1e-3;
   double atol = 1e-5;
+  double range_tol = 0.0;  // > 0: pass when max |diff| <= range_tol * (max - min of the expected output)
   int threads = 1;
   bool reference = false;
   bool verbose = false;
@@ -56,13 +57,23 @@ TestResult Classify(const Status& s, const std::string& stage) {
   return r;
 }
 
-std::string Compare(const engine::Tensor& got, const engine::Tensor& want, double rtol, double atol) {
+std::string Compare(const engine::Tensor& got, const engine::Tensor& want, double rtol, double atol, double range_tol) {
   if (got.dtype != want.dtype)
     return fmt::format("element type {} differs from expected {}", engine::DTypeName(got.dtype), engine::DTypeName(want.dtype));
   if (got.dims != want.dims)
     return fmt::format("shape {} differs from expected {}", engine::DimsToString(got.dims), engine::DimsToString(want.dims));
   int64_t bad = 0, first = -1;
   double worst = 0.0;
+  if (range_tol > 0 && want.dtype == engine::DType::kFloat32 && want.NumElements() > 0) {
+    // Tolerance relative to the output's range (used for whole networks).
+    float lo = want.Data<float>()[0], hi = lo;
+    for (int64_t i = 0; i < want.NumElements(); ++i) {
+      lo = std::min(lo, want.Data<float>()[i]);
+      hi = std::max(hi, want.Data<float>()[i]);
+    }
+    atol = range_tol * static_cast<double>(hi - lo);
+    rtol = 0.0;
+  }
   for (int64_t i = 0; i < got.NumElements(); ++i) {
     double g, w;
     if (got.dtype == engine::DType::kFloat32) {
@@ -169,7 +180,7 @@ TestResult RunOne(const fs::path& dir, const ConformanceOptions& o) {
     if (outputs.size() < expected.size())
       return TestResult{Outcome::kFail, fmt::format("{} outputs, {} expected", outputs.size(), expected.size())};
     for (size_t i = 0; i < expected.size(); ++i) {
-      std::string diff = Compare(outputs[i], expected[i], o.rtol, o.atol);
+      std::string diff = Compare(outputs[i], expected[i], o.rtol, o.atol, o.range_tol);
       if (!diff.empty())
         return TestResult{Outcome::kFail, fmt::format("{} output {}: {}", set.filename().string(), i, diff)};
     }
@@ -242,6 +253,9 @@ void AddConformanceCommand(CLI::App& app) {
   cmd->add_option("DIR", options.dirs, "Test directories, or directories of test directories")->required();
   cmd->add_option("--rtol", options.rtol, "Relative tolerance (default 1e-3)");
   cmd->add_option("--atol", options.atol, "Absolute tolerance (default 1e-5)");
+  cmd->add_option("--range-tol", options.range_tol,
+                  "Instead of rtol/atol: max |diff| <= RANGE_TOL * (max - min) of each expected output "
+                  "(for whole networks, e.g. 1e-4)");
   cmd->add_option("-t,--threads", options.threads, "Intra-op threads")->check(CLI::Range(1, 256));
   cmd->add_flag("--reference", options.reference, "Use the plain reference kernels only");
   cmd->add_flag("-v,--verbose", options.verbose, "Also print a line for every passing test");

@@ -87,7 +87,7 @@ Status EvaluateNode(const PlanNode& node, std::span<const Tensor* const> inputs,
   // Aliasing ops still get their bytes copied here: EvaluateNode owns separate buffers.
   if (schema->output_aliases_input && !in_views.empty() && !out_views.empty()) {
     size_t bytes = static_cast<size_t>(out_views[0].NumElements()) * DTypeSize(out_types[0].dtype);
-    std::memcpy(out_views[0].data, in_views[0].data, bytes);
+    if (bytes > 0) std::memcpy(out_views[0].data, in_views[0].data, bytes);
     return Status::Ok();
   }
   RunContext run_ctx;

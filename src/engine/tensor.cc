@@ -95,14 +95,14 @@ Tensor Tensor::Make(DType dtype, Dims dims) {
 Tensor Tensor::FromFloats(Dims dims, std::vector<float> values) {
   Tensor t = Make(DType::kFloat32, std::move(dims));
   assert(static_cast<int64_t>(values.size()) == t.NumElements());
-  std::memcpy(t.bytes.data(), values.data(), values.size() * sizeof(float));
+  if (!values.empty()) std::memcpy(t.bytes.data(), values.data(), values.size() * sizeof(float));
   return t;
 }
 
 Tensor Tensor::FromInt64s(Dims dims, std::vector<int64_t> values) {
   Tensor t = Make(DType::kInt64, std::move(dims));
   assert(static_cast<int64_t>(values.size()) == t.NumElements());
-  std::memcpy(t.bytes.data(), values.data(), values.size() * sizeof(int64_t));
+  if (!values.empty()) std::memcpy(t.bytes.data(), values.data(), values.size() * sizeof(int64_t));
   return t;
 }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages MLCapsule needs to build, test and run its demo.
+# Runs apt-get as root (directly, or through sudo when not root). Idempotent.
+set -euo pipefail
+PACKAGES=(
+  cmake ninja-build g++ pkg-config git
+  libgtest-dev libgmock-dev
+  libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata
+  libdnnl-dev
+  libfmt-dev nlohmann-json3-dev libcli11-dev
+  python3-torch python3-torchvision python3-onnx python3-numpy
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install_deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo"
+echo "install_deps: installing ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
