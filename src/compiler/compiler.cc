@@ -811,6 +811,7 @@ Result<engine::Plan> EmitPlan(Graph& g, const std::string& model_name) {
     if (value.constant) {
       t = plan.AddConstant(value.name, value.constant->dtype, engine::FixedShape(value.constant->dims),
                            value.constant->bytes.data());
+      value.constant->bytes = {};  // the plan holds the bytes now
     } else {
       engine::PlanTensor pt;
       pt.name = value.name;

@@ -232,6 +232,15 @@ void RemoveDeadNodes(Graph& g) {
       if (v >= 0) live[static_cast<size_t>(v)] = 1;
   }
   std::erase_if(g.nodes, [](const Node& n) { return n.dead; });
+  // Free the bytes of constants nothing refers to any more (weights replaced by fusion or
+  // re-laid out for the fast kernels), so compiling a model needs little more than its size.
+  std::vector<uint8_t> used(g.values.size(), 0);
+  for (const Node& n : g.nodes)
+    for (int v : n.inputs)
+      if (v >= 0) used[static_cast<size_t>(v)] = 1;
+  for (int v : g.outputs) used[static_cast<size_t>(v)] = 1;
+  for (size_t i = 0; i < g.values.size(); ++i)
+    if (!used[i] && g.values[i].constant) g.values[i].constant.reset();
 }
 
 Status FuseGraph(Graph& g, int* fused) {
