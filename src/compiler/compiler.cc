@@ -254,15 +254,18 @@ Status Importer::ImportGraph(const onnx::GraphProto& g) {
     auto it = by_name_.find(output.name());
     if (it == by_name_.end()) return InvalidArgument("graph output '{}' is not computed by any node", output.name());
     int id = it->second;
-    Value& v = graph_.values[static_cast<size_t>(id)];
+    const Value& v = graph_.values[static_cast<size_t>(id)];
     if (v.graph_input || v.constant || v.graph_output || seen.count(id)) {
-      // Outputs must be distinct computed tensors: copy through an Identity.
+      // Outputs must be distinct computed tensors: copy through an Identity. (Copies first:
+      // adding values may move the value vector.)
+      const TensorType type = v.type;
+      std::optional<Tensor> constant = v.constant;
       Node copy;
       copy.op = OpType::kIdentity;
       copy.name = graph_.UniqueName(output.name() + "_copy");
       int src = id;
-      if (v.constant) src = graph_.AddConstant(graph_.UniqueName(output.name()), *v.constant);
-      int out = graph_.AddValue(output.name(), v.type);
+      if (constant) src = graph_.AddConstant(graph_.UniqueName(output.name()), std::move(*constant));
+      int out = graph_.AddValue(output.name(), type);
       copy.inputs = {src};
       copy.outputs = {out};
       graph_.nodes.push_back(copy);
@@ -333,13 +336,14 @@ Status Importer::ImportNode(const onnx::NodeProto& proto) {
 
 Status Importer::ResolveAutoPad(const onnx::NodeProto& proto, Node& node, const std::string& auto_pad) {
   if (auto_pad.empty() || auto_pad == "NOTSET") return Status::Ok();
+  if (node.inputs.empty() || node.inputs[0] < 0) return InvalidArgument("{}: the input is missing", Describe(proto));
   const TensorType& x = graph_.values[static_cast<size_t>(node.inputs[0])].type;
   if (x.shape.size() < 3) return InvalidArgument("{}: input rank {} is below 3", Describe(proto), x.shape.size());
   size_t spatial = x.shape.size() - 2;
   std::vector<int64_t> kernel;
   if (const auto* k = node.Find("kernel_shape")) {
     kernel = k->ints;
-  } else if (node.inputs.size() > 1) {
+  } else if (node.inputs.size() > 1 && node.inputs[1] >= 0) {
     const TensorType& w = graph_.values[static_cast<size_t>(node.inputs[1])].type;
     for (size_t i = 2; i < w.shape.size(); ++i) kernel.push_back(w.shape[i].value);
   }
@@ -395,6 +399,8 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
   };
   if (op == "Dropout") {
     MLC_RETURN_IF_ERROR(known({"ratio", "seed", "is_test"}));
+    if (node.inputs.empty() || node.inputs[0] < 0 || node.outputs.empty())
+      return InvalidArgument("{}: Dropout needs an input and an output", where);
     if (node.inputs.size() > 2 && node.inputs[2] >= 0) {
       const Value& training = graph_.values[static_cast<size_t>(node.inputs[2])];
       if (!training.constant || training.constant->bytes.empty() || training.constant->bytes[0] != 0)
@@ -407,6 +413,12 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
   }
   if (!engine::OpTypeFromName(op, &node.op) || static_cast<int>(node.op) >= 200)
     return Unsupported("{}: operator {} is not supported", where, op);
+  // Counts are checked before any input is looked at (old-opset forms take fewer inputs; the
+  // engine's schema checks the canonical form again after conversion).
+  if (node.inputs.empty() || node.inputs[0] < 0)
+    if (node.op != OpType::kRange && node.op != OpType::kConstantOfShape)
+      return InvalidArgument("{}: the first input is missing", where);
+  if (node.outputs.empty()) return InvalidArgument("{}: the node has no outputs", where);
   switch (node.op) {
     case OpType::kIdentity: case OpType::kRelu: case OpType::kSigmoid: case OpType::kTanh:
     case OpType::kExp: case OpType::kLog: case OpType::kSqrt: case OpType::kNeg: case OpType::kAbs:

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <variant>
@@ -171,6 +173,23 @@ void ExpectError(const std::string& bytes, StatusCode code, std::vector<std::str
   for (const std::string& name : names)
     EXPECT_NE(plan.status().message().find(name), std::string::npos)
         << "'" << name << "' not in: " << plan.status().message();
+}
+
+// ExpectError in a child process (a gtest death test), for inputs known to crash the compiler: the
+// crash fails this test instead of killing the whole test binary. The child prints the status.
+void ExpectErrorInChild(const std::string& bytes, StatusCode code, std::vector<std::string> names) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto plan = CompileOnnx(bytes, {});
+        bool good = !plan.ok() && plan.status().code() == code;
+        for (const std::string& name : names)
+          good = good && plan.status().message().find(name) != std::string::npos;
+        std::fprintf(stderr, "%s\n", plan.ok() ? "compiled" : plan.status().ToString().c_str());
+        std::_Exit(good ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "")
+      << "expected " << StatusCodeName(code) << " naming " << ::testing::PrintToString(names);
 }
 
 // ---- valid models ----
@@ -373,6 +392,11 @@ TEST(CompilerTest, ShapeChainOnDynamicBatchIsFolded) {
   }
 }
 
+// BUG (reported): ImportGraph (compiler.cc, graph outputs loop) keeps `Value& v` into
+// graph_.values, then calls graph_.AddConstant (which may reallocate the vector) before reading
+// v.type: heap-use-after-free under ASan for a graph output that is a constant ('K' here, or any
+// constant-folded output; fuzz/crashes/fuzz_onnx_compile-uaf-constant-output.onnx). A release build
+// usually passes by chance.
 TEST(CompilerTest, OutputsThatAreInputsConstantsOrRepeatedAreCopies) {
   ModelBuilder m;
   m.Input("X", {std::string("N"), int64_t{3}});
@@ -779,6 +803,77 @@ TEST(CompilerErrorTest, WrongInputCountNamesTheNode) {
   m.Node("Relu", {"X", "X"}, {"Y"}, "two_inputs");
   m.Output("Y");
   ExpectError(m.Bytes(), StatusCode::kInvalidArgument, {"'two_inputs'"});
+}
+
+// Empty input names ("" = an absent optional input) in slots the op requires: an error, never an
+// index out of range while canonicalising (auto_pad, the kernel shape from W, symbolic Reshape).
+TEST(CompilerErrorTest, MissingRequiredInputsAreErrors) {
+  // BUG (reported): Importer::ResolveAutoPad (compiler.cc) indexes graph_.values with
+  // node.inputs[0] / node.inputs[1] without checking for -1 (absent) or an empty input list:
+  // heap-buffer-overflow under ASan for the next two models (fuzz/crashes/
+  // fuzz_onnx_compile-conv-autopad-absent-w.onnx); a release build may pass by chance.
+  {
+    ModelBuilder m;  // Conv(X, "", B) with auto_pad: the kernel size would come from the absent W
+    m.Input("X", {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{5}});
+    m.Floats("B", {4}, {1, 2, 3, 4});
+    auto* conv = m.Node("Conv", {"X", "", "B"}, {"Y"}, "no_weights");
+    auto* a = conv->add_attribute();
+    a->set_name("auto_pad");
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s("SAME_UPPER");
+    m.Output("Y");
+    ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_weights'"});
+  }
+  {
+    ModelBuilder m;  // Conv("", "") with auto_pad: no input at all
+    m.Input("X", {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{5}});
+    auto* conv = m.Node("Conv", {"", ""}, {"Y"}, "no_inputs");
+    auto* a = conv->add_attribute();
+    a->set_name("auto_pad");
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s("SAME_LOWER");
+    m.Output("Y");
+    ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_inputs'"});
+  }
+  // BUG (reported): Importer::MaterializeShapeParameter (compiler.cc) reads
+  // graph_.values[node.inputs[0]] with node.inputs[0] == -1 before InferNode checks the required
+  // inputs: SIGSEGV (fuzz/crashes/fuzz_onnx_compile-reshape-absent-data.onnx).
+  {
+    ModelBuilder m;  // Reshape("", <batch-dependent shape>)
+    m.Input("X", {std::string("N"), int64_t{2}, int64_t{3}, int64_t{4}});
+    m.Int64s("zero", {}, {0});
+    m.Int64s("axes0", {1}, {0});
+    m.Int64s("rest", {1}, {24});
+    m.Node("Shape", {"X"}, {"shape"}, "shape");
+    m.Node("Gather", {"shape", "zero"}, {"batch"}, "gather");
+    m.Node("Unsqueeze", {"batch", "axes0"}, {"batch1"}, "unsqueeze");
+    auto* concat = m.Node("Concat", {"batch1", "rest"}, {"new_shape"}, "concat");
+    SetInt(concat, "axis", 0);
+    m.Node("Reshape", {"", "new_shape"}, {"Y"}, "no_data");
+    m.Output("Y");
+    ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_data'"});
+  }
+  {
+    // BUG (reported): Dropout with no data input is canonicalised with node.inputs.resize(1),
+    // which makes its input value id 0 (here the initializer 'K'), so the model compiles
+    // instead of failing. Expected: an error naming the node.
+    ModelBuilder m;
+    m.Input("X", {int64_t{2}});
+    m.Floats("K", {2}, {1, 2});
+    m.Node("Dropout", {}, {"Y"}, "no_input_dropout");
+    m.Output("Y");
+    ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_input_dropout'"});
+  }
+  {
+    // BUG (reported): same for Clip before opset 11 (node.inputs.resize(1) on an empty list).
+    ModelBuilder m(10);
+    m.Input("X", {int64_t{2}});
+    m.Floats("K", {2}, {1, 2});
+    auto* clip = m.Node("Clip", {}, {"Y"}, "no_input_clip");
+    SetFloat(clip, "min", 0.0f);
+    m.Output("Y");
+    ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_input_clip'"});
+  }
 }
 
 TEST(CompilerErrorTest, GraphWithoutOutputsOrGraphIsAnError) {

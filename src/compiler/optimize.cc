@@ -325,7 +325,7 @@ class ChannelsLastRewriter {
     if (!lazy_.count(v)) return Status::Ok();
     lazy_.erase(v);
     int t = twin_.at(v);
-    const Shape& s = V(g_, v).type.shape;
+    const Shape s = V(g_, v).type.shape;  // a copy: adding a constant below may move the values
     Node n;
     n.name = g_.UniqueName(V(g_, v).name + "_to_nchw");
     n.outputs = {v};

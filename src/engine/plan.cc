@@ -73,7 +73,7 @@ void AlignedBuffer::Resize(size_t size) {
   auto* fresh = static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded));
   if (fresh == nullptr) std::abort();  // the caller bounded `size` already
   if (data_ != nullptr) {
-    std::memcpy(fresh, data_, std::min(size, size_));
+    if (std::min(size, size_) > 0) std::memcpy(fresh, data_, std::min(size, size_));
     std::free(data_);
   }
   if (size > size_) std::memset(fresh + size_, 0, size - size_);

@@ -32,7 +32,7 @@ constexpr char kEndMagic[8] = {'M', 'L', 'C', 'P', 'E', 'N', 'D', '\0'};
 class Writer {
  public:
   void Bytes(const void* data, size_t n) {
-    out_.append(static_cast<const char*>(data), n);
+    if (n > 0) out_.append(static_cast<const char*>(data), n);
   }
   template <typename T>
   void Pod(T value) {
@@ -61,7 +61,7 @@ class Reader {
     if (n > remaining())
       return DataLoss("plan truncated reading {} at offset {} ({} bytes needed, {} left)", what,
                       pos_, n, remaining());
-    std::memcpy(out, bytes_.data() + pos_, n);
+    if (n > 0) std::memcpy(out, bytes_.data() + pos_, n);
     pos_ += n;
     return Status::Ok();
   }
