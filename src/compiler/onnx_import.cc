@@ -56,16 +56,18 @@ Result<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std::string
     t.bytes.assign(proto.raw_data().begin(), proto.raw_data().end());
     return t;
   }
-  t.bytes.resize(static_cast<size_t>(n) * elem);
+  // Sizes are compared before allocating: a declared shape is not trusted to fit the data.
   if (type == 1) {
     if (proto.float_data_size() != n)
       return InvalidArgument("{} has {} float values, shape {} needs {}", what, proto.float_data_size(),
                              engine::DimsToString(dims), n);
+    t.bytes.resize(static_cast<size_t>(n) * elem);
     if (n) std::memcpy(t.bytes.data(), proto.float_data().data(), t.bytes.size());
   } else {
     if (proto.int64_data_size() != n)
       return InvalidArgument("{} has {} int64 values, shape {} needs {}", what, proto.int64_data_size(),
                              engine::DimsToString(dims), n);
+    t.bytes.resize(static_cast<size_t>(n) * elem);
     if (n) std::memcpy(t.bytes.data(), proto.int64_data().data(), t.bytes.size());
   }
   return t;

@@ -60,6 +60,8 @@ Status EvaluateNode(const PlanNode& node, std::span<const Tensor* const> inputs,
   if (n_out < schema->min_outputs || n_out > schema->max_outputs)
     return ctx.Error("has {} outputs, allowed {} to {}", n_out, schema->min_outputs,
                      schema->max_outputs);
+  for (int i = 0; i < schema->min_inputs; ++i)
+    if (inputs[static_cast<size_t>(i)] == nullptr) return ctx.Error("required input {} is absent", i);
   std::vector<TensorType> out_types;
   MLC_RETURN_IF_ERROR(schema->infer(ctx, &out_types));
   if (static_cast<int>(out_types.size()) < n_out)

@@ -327,7 +327,11 @@ Status ValidatePlan(const Plan& plan) {
     std::vector<const void*> constants(node.inputs.size(), nullptr);
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       int32_t index = node.inputs[k];
-      if (index == kNoTensor) continue;
+      if (index == kNoTensor) {
+        if (static_cast<int>(k) < schema->min_inputs)
+          return InvalidArgument("{}: required input {} is absent", where, k);
+        continue;
+      }
       MLC_RETURN_IF_ERROR(check_index(index, where + " input"));
       if (!defined[static_cast<size_t>(index)])
         return InvalidArgument("{}: input '{}' is used before it is computed (plans are in execution order)",

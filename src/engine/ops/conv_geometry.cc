@@ -49,6 +49,11 @@ Result<WindowGeometry> ComputeWindow(const NodeContext& ctx, std::span<const int
   if (ceil_mode != 0 && (!allow_ceil_mode || ceil_mode != 1)) return ctx.Error("ceil_mode {} is not 0 or 1", ceil_mode);
   for (size_t i = 0; i < n; ++i) {
     if (g.kernel[i] < 1 || g.kernel[i] > (int64_t{1} << 24)) return ctx.Error("kernel size {} is outside [1, 2^24]", g.kernel[i]);
+    // Pooling windows must overlap the input (ONNX Runtime's rule too): a pad as large as the
+    // window would make outputs of padding only.
+    if (allow_ceil_mode && (g.pads[i] >= g.kernel[i] || g.pads[n + i] >= g.kernel[i]))
+      return ctx.Error("pads {} and {} must be smaller than the kernel size {} in spatial dim {}", g.pads[i],
+                       g.pads[n + i], g.kernel[i], i);
     int64_t span = (g.kernel[i] - 1) * g.dilations[i] + 1;
     int64_t padded = g.input[i] + g.pads[i] + g.pads[n + i];
     if (padded < span)
