@@ -10,7 +10,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace mlcapsule;
   compiler::CompileOptions options;
-  auto plan = compiler::CompileOnnx(std::string_view(reinterpret_cast<const char*>(data), size), options);
+  auto plan =
+      compiler::CompileOnnx(std::string_view(reinterpret_cast<const char*>(data), size), options);
   if (!plan.ok()) return 0;
   fuzz::RunOnZeros(std::move(plan).value());
   return 0;

@@ -21,7 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string name;
   auto proto = compiler::ParseTensorProto(bytes, "fuzz.pb", &name);
   if (proto.ok()) {
-    auto again = compiler::ParseTensorProto(compiler::SerializeTensorProto(*proto, name), "again.pb");
+    auto again =
+        compiler::ParseTensorProto(compiler::SerializeTensorProto(*proto, name), "again.pb");
     if (!again.ok()) std::abort();
     CheckSame(*proto, *again);
   }

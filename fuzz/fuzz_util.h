@@ -43,7 +43,8 @@ inline void RunOnZeros(engine::Plan plan) {
   int64_t run_elements = 0;
   for (const engine::PlanTensor& tensor : plan.tensors) {
     if (tensor.kind == engine::TensorKind::kConstant) continue;
-    auto elements = engine::CheckedNumElements(engine::ResolveShape(tensor.type.shape, 1), "tensor");
+    auto elements =
+        engine::CheckedNumElements(engine::ResolveShape(tensor.type.shape, 1), "tensor");
     if (!elements.ok()) return;
     run_elements += *elements;
     if (run_elements > kMaxRunElements) return;

@@ -54,7 +54,8 @@ class ModelBuilder {
     v->set_name(name);
     v->mutable_type()->mutable_tensor_type()->set_elem_type(elem_type);
   }
-  onnx::TensorProto* Floats(const std::string& name, std::vector<int64_t> dims, std::vector<float> values) {
+  onnx::TensorProto* Floats(const std::string& name, std::vector<int64_t> dims,
+                            std::vector<float> values) {
     auto* t = graph()->add_initializer();
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::FLOAT);
@@ -62,7 +63,8 @@ class ModelBuilder {
     for (float v : values) t->add_float_data(v);
     return t;
   }
-  onnx::TensorProto* Int64s(const std::string& name, std::vector<int64_t> dims, std::vector<int64_t> values) {
+  onnx::TensorProto* Int64s(const std::string& name, std::vector<int64_t> dims,
+                            std::vector<int64_t> values) {
     auto* t = graph()->add_initializer();
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::INT64);
@@ -70,8 +72,8 @@ class ModelBuilder {
     for (int64_t v : values) t->add_int64_data(v);
     return t;
   }
-  onnx::NodeProto* Node(const std::string& op, std::vector<std::string> inputs, std::vector<std::string> outputs,
-                        const std::string& name = "") {
+  onnx::NodeProto* Node(const std::string& op, std::vector<std::string> inputs,
+                        std::vector<std::string> outputs, const std::string& name = "") {
     auto* n = graph()->add_node();
     n->set_op_type(op);
     n->set_name(name.empty() ? op + "_" + std::to_string(graph()->node_size()) : name);
@@ -82,16 +84,18 @@ class ModelBuilder {
   std::string Bytes() const { return model_.SerializeAsString(); }
 
  private:
-  static void Declare(onnx::ValueInfoProto* v, const std::string& name, const std::vector<OnnxDim>& dims,
-                      int elem_type) {
+  static void Declare(onnx::ValueInfoProto* v, const std::string& name,
+                      const std::vector<OnnxDim>& dims, int elem_type) {
     v->set_name(name);
     auto* tt = v->mutable_type()->mutable_tensor_type();
     tt->set_elem_type(elem_type);
     auto* shape = tt->mutable_shape();
     for (const OnnxDim& d : dims) {
       auto* dim = shape->add_dim();
-      if (std::holds_alternative<int64_t>(d)) dim->set_dim_value(std::get<int64_t>(d));
-      else dim->set_dim_param(std::get<std::string>(d));
+      if (std::holds_alternative<int64_t>(d))
+        dim->set_dim_value(std::get<int64_t>(d));
+      else
+        dim->set_dim_param(std::get<std::string>(d));
     }
   }
 
@@ -132,7 +136,8 @@ Tensor RandomTensor(engine::Dims dims, uint32_t seed) {
   return t;
 }
 
-Plan MustCompile(const std::string& bytes, const CompileOptions& options, CompileReport* report = nullptr) {
+Plan MustCompile(const std::string& bytes, const CompileOptions& options,
+                 CompileReport* report = nullptr) {
   auto plan = CompileOnnx(bytes, options, report);
   EXPECT_TRUE(plan.ok()) << plan.status().ToString();
   if (!plan.ok()) return Plan{};
@@ -149,7 +154,8 @@ std::vector<Tensor> MustRun(Session& session, std::vector<Tensor> inputs) {
 }
 
 bool HasOp(const Plan& plan, OpType op) {
-  return std::any_of(plan.nodes.begin(), plan.nodes.end(), [&](const engine::PlanNode& n) { return n.op == op; });
+  return std::any_of(plan.nodes.begin(), plan.nodes.end(),
+                     [&](const engine::PlanNode& n) { return n.op == op; });
 }
 
 std::string OpList(const Plan& plan) {
@@ -175,8 +181,8 @@ void ExpectError(const std::string& bytes, StatusCode code, std::vector<std::str
         << "'" << name << "' not in: " << plan.status().message();
 }
 
-// ExpectError in a child process (a gtest death test), for inputs known to crash the compiler: the
-// crash fails this test instead of killing the whole test binary. The child prints the status.
+// ExpectError in a child process (a gtest death test), for inputs that once crashed the compiler: a
+// new crash fails this test instead of killing the whole test binary. The child prints the status.
 void ExpectErrorInChild(const std::string& bytes, StatusCode code, std::vector<std::string> names) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
@@ -224,7 +230,8 @@ TEST(CompilerTest, MatMulAddReluMatchesHandLoop) {
     for (int64_t n = 0; n < batch; ++n)
       for (int64_t j = 0; j < 3; ++j) {
         float acc = b[static_cast<size_t>(j)];
-        for (int64_t k = 0; k < 4; ++k) acc += x.Data<float>()[n * 4 + k] * w[static_cast<size_t>(k * 3 + j)];
+        for (int64_t k = 0; k < 4; ++k)
+          acc += x.Data<float>()[n * 4 + k] * w[static_cast<size_t>(k * 3 + j)];
         expected[static_cast<size_t>(n * 3 + j)] = std::max(acc, 0.0f);
       }
     auto out = MustRun(**session, {x});
@@ -260,7 +267,8 @@ std::string ConvNetModel(const ConvNetWeights& w) {
   auto* conv = m.Node("Conv", {"X", "conv_w", "conv_b"}, {"c"}, "conv");
   SetInts(conv, "kernel_shape", {3, 3});
   SetInts(conv, "pads", {1, 1, 1, 1});
-  auto* bn = m.Node("BatchNormalization", {"c", "bn_scale", "bn_shift", "bn_mean", "bn_var"}, {"bn"}, "bn");
+  auto* bn = m.Node("BatchNormalization", {"c", "bn_scale", "bn_shift", "bn_mean", "bn_var"},
+                    {"bn"}, "bn");
   SetFloat(bn, "epsilon", 1e-5f);
   m.Node("Relu", {"bn"}, {"r"}, "relu");
   m.Node("GlobalAveragePool", {"r"}, {"g"}, "gap");
@@ -314,7 +322,8 @@ TEST(CompilerTest, ConvNetIsFusedAndMatchesUnoptimizedPlanAndHandLoop) {
   EXPECT_FALSE(HasOp(optimized, OpType::kBatchNormalization)) << OpList(optimized);
   EXPECT_FALSE(HasOp(optimized, OpType::kConv)) << OpList(optimized);
   EXPECT_TRUE(HasOp(optimized, OpType::kConvNhwc)) << OpList(optimized);
-  EXPECT_FALSE(HasOp(optimized, OpType::kRelu)) << "Relu not fused into the convolution: " << OpList(optimized);
+  EXPECT_FALSE(HasOp(optimized, OpType::kRelu))
+      << "Relu not fused into the convolution: " << OpList(optimized);
 
   CompileReport plain_report;
   Plan plain = MustCompile(bytes, {.optimize = false, .channels_last = false}, &plain_report);
@@ -324,8 +333,8 @@ TEST(CompilerTest, ConvNetIsFusedAndMatchesUnoptimizedPlanAndHandLoop) {
 
   // The plan survives serialization (what the consumer side actually loads).
   std::string serialized = engine::SerializePlan(optimized);
-  auto loaded = engine::ParsePlan(
-      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(serialized.data()), serialized.size()));
+  auto loaded = engine::ParsePlan(std::span<const uint8_t>(
+      reinterpret_cast<const uint8_t*>(serialized.data()), serialized.size()));
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
 
   auto fast = Session::Create(std::move(loaded).value(), {.threads = 2});
@@ -368,7 +377,8 @@ std::string ShapeChainModel() {
 
 TEST(CompilerTest, ShapeChainOnDynamicBatchIsFolded) {
   std::string bytes = ShapeChainModel();
-  for (CompileOptions options : {CompileOptions{}, CompileOptions{.optimize = false, .channels_last = false}}) {
+  for (CompileOptions options :
+       {CompileOptions{}, CompileOptions{.optimize = false, .channels_last = false}}) {
     CompileReport report;
     Plan plan = MustCompile(bytes, options, &report);
     EXPECT_FALSE(HasOp(plan, OpType::kShape)) << OpList(plan);
@@ -392,11 +402,10 @@ TEST(CompilerTest, ShapeChainOnDynamicBatchIsFolded) {
   }
 }
 
-// BUG (reported): ImportGraph (compiler.cc, graph outputs loop) keeps `Value& v` into
-// graph_.values, then calls graph_.AddConstant (which may reallocate the vector) before reading
-// v.type: heap-use-after-free under ASan for a graph output that is a constant ('K' here, or any
-// constant-folded output; fuzz/crashes/fuzz_onnx_compile-uaf-constant-output.onnx). A release build
-// usually passes by chance.
+// Regression: ImportGraph's graph-output loop once held `Value& v` across graph_.AddConstant (a
+// reallocation): heap-use-after-free under ASan for a constant graph output ('K' here, or any
+// constant-folded output; fuzz/crashes/fuzz_onnx_compile-uaf-constant-output.onnx). Only the
+// ASan build catches a regression; a release build usually passes by chance.
 TEST(CompilerTest, OutputsThatAreInputsConstantsOrRepeatedAreCopies) {
   ModelBuilder m;
   m.Input("X", {std::string("N"), int64_t{3}});
@@ -607,9 +616,10 @@ TEST(CompilerErrorTest, WrongElementTypeIsUnsupported) {
 }
 
 TEST(CompilerErrorTest, HugeInitializerDimsAreRefusedWithoutAllocating) {
-  for (std::vector<int64_t> dims : {std::vector<int64_t>{int64_t{1} << 40}, std::vector<int64_t>{1 << 20, 1 << 20},
-                                    std::vector<int64_t>{int64_t{1} << 62, int64_t{1} << 62, 4},
-                                    std::vector<int64_t>{INT64_MAX, 2}}) {
+  for (std::vector<int64_t> dims :
+       {std::vector<int64_t>{int64_t{1} << 40}, std::vector<int64_t>{1 << 20, 1 << 20},
+        std::vector<int64_t>{int64_t{1} << 62, int64_t{1} << 62, 4},
+        std::vector<int64_t>{INT64_MAX, 2}}) {
     ModelBuilder m;
     m.Input("X", {int64_t{1}, int64_t{2}});
     auto* w = m.graph()->add_initializer();
@@ -645,8 +655,8 @@ TEST(CompilerErrorTest, NegativeDimsAreAnError) {
   {
     CompileOptions options;  // an --input-shape override
     options.input_shapes["X"] = {1, -3};
-    ExpectError(MatMulAddReluModel(RandomFloats(12, 1), RandomFloats(3, 2)), StatusCode::kInvalidArgument,
-                {"'X'", "-3"}, options);
+    ExpectError(MatMulAddReluModel(RandomFloats(12, 1), RandomFloats(3, 2)),
+                StatusCode::kInvalidArgument, {"'X'", "-3"}, options);
   }
 }
 
@@ -808,10 +818,9 @@ TEST(CompilerErrorTest, WrongInputCountNamesTheNode) {
 // Empty input names ("" = an absent optional input) in slots the op requires: an error, never an
 // index out of range while canonicalising (auto_pad, the kernel shape from W, symbolic Reshape).
 TEST(CompilerErrorTest, MissingRequiredInputsAreErrors) {
-  // BUG (reported): Importer::ResolveAutoPad (compiler.cc) indexes graph_.values with
-  // node.inputs[0] / node.inputs[1] without checking for -1 (absent) or an empty input list:
-  // heap-buffer-overflow under ASan for the next two models (fuzz/crashes/
-  // fuzz_onnx_compile-conv-autopad-absent-w.onnx); a release build may pass by chance.
+  // Regression: Importer::ResolveAutoPad once indexed graph_.values with an absent (-1) input or
+  // past an empty input list: heap-buffer-overflow under ASan for the next two models
+  // (fuzz/crashes/fuzz_onnx_compile-conv-autopad-absent-w.onnx).
   {
     ModelBuilder m;  // Conv(X, "", B) with auto_pad: the kernel size would come from the absent W
     m.Input("X", {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{5}});
@@ -835,9 +844,8 @@ TEST(CompilerErrorTest, MissingRequiredInputsAreErrors) {
     m.Output("Y");
     ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_inputs'"});
   }
-  // BUG (reported): Importer::MaterializeShapeParameter (compiler.cc) reads
-  // graph_.values[node.inputs[0]] with node.inputs[0] == -1 before InferNode checks the required
-  // inputs: SIGSEGV (fuzz/crashes/fuzz_onnx_compile-reshape-absent-data.onnx).
+  // Regression: Importer::MaterializeShapeParameter once read graph_.values[-1] before InferNode
+  // checked the required inputs: SIGSEGV (fuzz/crashes/fuzz_onnx_compile-reshape-absent-data.onnx).
   {
     ModelBuilder m;  // Reshape("", <batch-dependent shape>)
     m.Input("X", {std::string("N"), int64_t{2}, int64_t{3}, int64_t{4}});
@@ -854,9 +862,8 @@ TEST(CompilerErrorTest, MissingRequiredInputsAreErrors) {
     ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_data'"});
   }
   {
-    // BUG (reported): Dropout with no data input is canonicalised with node.inputs.resize(1),
-    // which makes its input value id 0 (here the initializer 'K'), so the model compiles
-    // instead of failing. Expected: an error naming the node.
+    // Regression: Dropout with no data input was canonicalised with node.inputs.resize(1), which
+    // made its input value id 0 (here the initializer 'K'): the model compiled instead of failing.
     ModelBuilder m;
     m.Input("X", {int64_t{2}});
     m.Floats("K", {2}, {1, 2});
@@ -865,7 +872,7 @@ TEST(CompilerErrorTest, MissingRequiredInputsAreErrors) {
     ExpectErrorInChild(m.Bytes(), StatusCode::kInvalidArgument, {"'no_input_dropout'"});
   }
   {
-    // BUG (reported): same for Clip before opset 11 (node.inputs.resize(1) on an empty list).
+    // Regression: the same for Clip before opset 11.
     ModelBuilder m(10);
     m.Input("X", {int64_t{2}});
     m.Floats("K", {2}, {1, 2});
@@ -942,7 +949,8 @@ TEST(NpyTest, ReadsHandWrittenVersion1And2Files) {
   float values[2] = {1.5f, -2.0f};
   std::string data(reinterpret_cast<const char*>(values), sizeof(values));
   for (char major : {char{1}, char{2}}) {
-    auto t = ParseNpy(make(major, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n", data), "v.npy");
+    auto t = ParseNpy(
+        make(major, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n", data), "v.npy");
     ASSERT_TRUE(t.ok()) << t.status().ToString();
     EXPECT_EQ(t->dims, (engine::Dims{2}));
     EXPECT_EQ(t->Data<float>()[1], -2.0f);
@@ -977,28 +985,35 @@ TEST(NpyTest, HostileFilesAreErrorsNamingTheFile) {
   // Huge shapes: refused before any allocation.
   for (const char* shape : {"(1099511627776,)", "(1048576, 1048576)", "(99999999999999999999999,)",
                             "(4611686018427387904, 4611686018427387904, 4)"}) {
-    s = NpyStatus(NpyWithHeader(fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}\n", shape)));
+    s = NpyStatus(NpyWithHeader(
+        fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}\n", shape)));
     EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << shape << ": " << s.ToString();
   }
   s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 2), }\n"));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
-  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (1,2,3,4,5,6,7,8,9), }\n"));
+  s = NpyStatus(
+      NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (1,2,3,4,5,6,7,8,9), }\n"));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
 
   // Wrong dtypes are unsupported, naming the dtype.
   for (const char* dtype : {"<f8", ">f4", "<i4", "|b1", "<f2"}) {
-    s = NpyStatus(NpyWithHeader(fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': (2,), }}\n", dtype),
-                                std::string(16, '\0')));
+    s = NpyStatus(NpyWithHeader(
+        fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': (2,), }}\n", dtype),
+        std::string(16, '\0')));
     EXPECT_EQ(s.code(), StatusCode::kUnsupported) << dtype << ": " << s.ToString();
     EXPECT_NE(s.message().find(dtype), std::string::npos) << s.message();
   }
-  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }\n", std::string(8, '\0')));
+  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }\n",
+                              std::string(8, '\0')));
   EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.ToString();
-  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, }\n", std::string(8, '\0')));
+  s = NpyStatus(
+      NpyWithHeader("{'descr': '<f4', 'fortran_order': False, }\n", std::string(8, '\0')));
   EXPECT_FALSE(s.ok());
-  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, }\n", std::string(8, '\0')));
+  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, }\n",
+                              std::string(8, '\0')));
   EXPECT_FALSE(s.ok());
-  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (x,), }\n", std::string(8, '\0')));
+  s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (x,), }\n",
+                              std::string(8, '\0')));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   s = NpyStatus(NpyWithHeader("{'descr': '<f4', 'fortran_order': False, 'shape': ", ""));
   EXPECT_FALSE(s.ok());
@@ -1019,14 +1034,16 @@ TEST(NpyTest, HostileFilesAreErrorsNamingTheFile) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("hostile.npy"), std::string::npos) << s.message();
   EXPECT_FALSE(NpyStatus(good + "x").ok());
-  for (size_t size = 0; size < good.size(); ++size) EXPECT_FALSE(NpyStatus(good.substr(0, size)).ok()) << size;
+  for (size_t size = 0; size < good.size(); ++size)
+    EXPECT_FALSE(NpyStatus(good.substr(0, size)).ok()) << size;
 }
 
 TEST(TensorProtoTest, HostileProtosAreErrors) {
   EXPECT_FALSE(ParseTensorProto("\xff\xff\xff\xff", "bad.pb").ok());
   std::string good = SerializeTensorProto(Tensor::FromFloats({2, 2}, {1, 2, 3, 4}), "t");
   for (size_t size = 0; size < good.size(); ++size) {
-    auto t = ParseTensorProto(good.substr(0, size), "prefix.pb");  // may parse (a shorter proto); no crash
+    auto t = ParseTensorProto(good.substr(0, size),
+                              "prefix.pb");  // may parse (a shorter proto); no crash
     if (t.ok()) {
       EXPECT_EQ(static_cast<int64_t>(t->bytes.size()), t->NumElements() * 4);
     }

@@ -4,7 +4,6 @@
 // once into the implementation's blocked layout), its reference kernel a plain loop, and both fuse a bias and an output clamp
 // (Relu/Clip folded in by the compiler).
 #include <cmath>
-#include <cstdlib>
 
 #include "engine/op.h"
 #include "engine/ops/conv_geometry.h"
@@ -221,10 +220,8 @@ class ConvNhwcDnnl final : public Kernel {
     return DnnlTry("convolution setup", [&] {
       dnnl::memory::desc src_md(src_dims, dt::f32, tag::nhwc), dst_md(dst_dims, dt::f32, tag::nhwc);
       dnnl::memory::desc w_any(w_dims, dt::f32, tag::any), b_md({cs_.out_channels}, dt::f32, tag::a);
-      const bool any = std::getenv("MLC_EXPERIMENT_ANY") != nullptr;
-      dnnl::memory::desc src_any(src_dims, dt::f32, tag::any), dst_any(dst_dims, dt::f32, tag::any);
       dnnl::convolution_forward::desc desc(
-          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, any ? src_any : src_md, w_any, b_md, any ? dst_any : dst_md,
+          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, w_any, b_md, dst_md,
           {g.strides[0], g.strides[1]}, {g.dilations[0] - 1, g.dilations[1] - 1}, {g.pads[0], g.pads[1]},
           {g.pads[2], g.pads[3]});
       dnnl::convolution_forward::primitive_desc pd(desc, ClampAttr(clamp_), DnnlEngine());
@@ -244,12 +241,8 @@ class ConvNhwcDnnl final : public Kernel {
         bias_mem_ = std::make_unique<dnnl::memory>(b_md, DnnlEngine(), bias_storage_.data());
       }
       primitive_ = std::make_unique<dnnl::convolution_forward>(pd);
-      if (any) {
-        scratch_src_.resize(pd.src_desc().get_size() / 4 + 16);
-        scratch_dst_.resize(pd.dst_desc().get_size() / 4 + 16);
-      }
-      src_ = std::make_unique<dnnl::memory>(any ? pd.src_desc() : src_md, DnnlEngine(), any ? scratch_src_.data() : in[0].data);
-      dst_ = std::make_unique<dnnl::memory>(any ? pd.dst_desc() : dst_md, DnnlEngine(), any ? scratch_dst_.data() : out[0].data);
+      src_ = std::make_unique<dnnl::memory>(src_md, DnnlEngine(), in[0].data);
+      dst_ = std::make_unique<dnnl::memory>(dst_md, DnnlEngine(), out[0].data);
       impl_ = pd.impl_info_str();
     });
   }
@@ -263,7 +256,7 @@ class ConvNhwcDnnl final : public Kernel {
   Clamp clamp_;
   const float* weights_;
   const float* bias_;
-  std::vector<float> bias_storage_, scratch_src_, scratch_dst_;
+  std::vector<float> bias_storage_;
   std::unique_ptr<dnnl::memory> packed_, bias_mem_, src_, dst_;
   std::unique_ptr<dnnl::convolution_forward> primitive_;
   std::string impl_;
