@@ -59,7 +59,7 @@ Result<engine::Plan> LoadModel(const std::string& path, const compiler::CompileO
     if (!plan.ok()) return plan.status().WithContext(path);
     return plan;
   }
-  Result<engine::Plan> plan = compiler::CompileOnnx(bytes, options, report);
+  Result<engine::Plan> plan = compiler::CompileOnnx(std::move(bytes), options, report);
   if (!plan.ok()) return plan.status().WithContext(path);
   return plan;
 }

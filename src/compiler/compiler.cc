@@ -121,11 +121,11 @@ class Importer {
  public:
   Importer(const CompileOptions& options, CompileReport* report) : options_(options), report_(report) {}
 
-  Status Import(const onnx::ModelProto& model);
+  Status Import(onnx::ModelProto& model);
   Graph& graph() { return graph_; }
 
  private:
-  Status ImportGraph(const onnx::GraphProto& graph);
+  Status ImportGraph(onnx::GraphProto& graph);
   Status ImportNode(const onnx::NodeProto& proto);
   Status Canonicalize(const onnx::NodeProto& proto, Node* node);
   Status Emit(Node node);
@@ -163,7 +163,7 @@ Result<int> Importer::Lookup(const std::string& name, const onnx::NodeProto& pro
   return it->second;
 }
 
-Status Importer::Import(const onnx::ModelProto& model) {
+Status Importer::Import(onnx::ModelProto& model) {
   std::string other_domains;
   for (const auto& imp : model.opset_import()) {
     if (imp.domain().empty() || imp.domain() == "ai.onnx") opset_ = static_cast<int>(imp.version());
@@ -176,15 +176,19 @@ Status Importer::Import(const onnx::ModelProto& model) {
     return Unsupported("ONNX opset {} is not supported (supported: {} to {})", opset_, kMinOpset, kMaxOpset);
   if (report_) report_->opset = opset_;
   if (!model.has_graph()) return InvalidArgument("model has no graph");
-  return ImportGraph(model.graph());
+  return ImportGraph(*model.mutable_graph());
 }
 
-Status Importer::ImportGraph(const onnx::GraphProto& g) {
+Status Importer::ImportGraph(onnx::GraphProto& g) {
   if (g.node_size() > kMaxNodes) return ResourceExhausted("graph has {} nodes, over the limit {}", g.node_size(), kMaxNodes);
-  for (const auto& init : g.initializer()) {
+  for (auto& init : *g.mutable_initializer()) {
     if (by_name_.count(init.name())) return InvalidArgument("initializer '{}' is defined twice", init.name());
     MLC_ASSIGN_OR_RETURN(Tensor t, TensorFromProto(init, "initializer '" + init.name() + "'"));
     by_name_[init.name()] = graph_.AddConstant(init.name(), std::move(t));
+    // Free the protobuf copy of the weights now, so import needs about one copy of them.
+    std::string().swap(*init.mutable_raw_data());
+    init.clear_float_data();
+    init.clear_int64_data();
   }
   for (const auto& input : g.input()) {
     if (by_name_.count(input.name())) continue;  // an initializer with a default value: constant
@@ -814,6 +818,11 @@ Result<engine::Plan> EmitPlan(Graph& g, const std::string& model_name) {
   engine::Plan plan;
   plan.model_name = model_name;
   plan.producer = "mlcapsule-compiler";
+  // One allocation for all constants (each is padded to 64 bytes).
+  size_t constant_bytes = 0;
+  for (const Value& v : g.values)
+    if (v.constant) constant_bytes += (v.constant->bytes.size() + 63) / 64 * 64;
+  plan.constants.Reserve(constant_bytes);
   std::vector<int32_t> index(g.values.size(), -1);
   auto tensor_for = [&](int v) -> int32_t {
     if (v < 0) return engine::kNoTensor;
@@ -853,13 +862,13 @@ Result<engine::Plan> EmitPlan(Graph& g, const std::string& model_name) {
 
 }  // namespace
 
-Result<engine::Plan> CompileOnnx(std::string_view model_bytes, const CompileOptions& options, CompileReport* report) {
-  if (options.fixed_batch < 0 || options.fixed_batch > engine::kMaxBatch)
-    return InvalidArgument("batch {} is outside [0, {}]", options.fixed_batch, engine::kMaxBatch);
+namespace {
+
+Result<engine::Plan> CompileParsed(std::unique_ptr<onnx::ModelProto> model, const CompileOptions& options,
+                                   CompileReport* report) {
   Graph graph;
   std::string model_name;
   {
-    MLC_ASSIGN_OR_RETURN(auto model, ParseModel(model_bytes));
     model_name = model->graph().name();
     Importer importer(options, report);
     MLC_RETURN_IF_ERROR(importer.Import(*model));
@@ -883,6 +892,28 @@ Result<engine::Plan> CompileOnnx(std::string_view model_bytes, const CompileOpti
   Status valid = engine::ValidatePlan(plan);
   if (!valid.ok()) return InternalError("compiled plan failed validation: {}", valid.message());
   return plan;
+}
+
+Status CheckOptions(const CompileOptions& options) {
+  if (options.fixed_batch < 0 || options.fixed_batch > engine::kMaxBatch)
+    return InvalidArgument("batch {} is outside [0, {}]", options.fixed_batch, engine::kMaxBatch);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<engine::Plan> CompileOnnx(std::string_view model_bytes, const CompileOptions& options, CompileReport* report) {
+  MLC_RETURN_IF_ERROR(CheckOptions(options));
+  MLC_ASSIGN_OR_RETURN(auto model, ParseModel(model_bytes));
+  return CompileParsed(std::move(model), options, report);
+}
+
+Result<engine::Plan> CompileOnnx(std::string&& model_bytes, const CompileOptions& options, CompileReport* report) {
+  MLC_RETURN_IF_ERROR(CheckOptions(options));
+  Result<std::unique_ptr<onnx::ModelProto>> model = ParseModel(model_bytes);
+  std::string().swap(model_bytes);  // the parsed model holds everything now
+  if (!model.ok()) return model.status();
+  return CompileParsed(std::move(model).value(), options, report);
 }
 
 }  // namespace mlcapsule::compiler

@@ -43,6 +43,9 @@ struct CompileReport {
 
 Result<engine::Plan> CompileOnnx(std::string_view model_bytes, const CompileOptions& options,
                                  CompileReport* report = nullptr);
+// Same, freeing the serialized bytes as soon as they are parsed (lower peak memory).
+Result<engine::Plan> CompileOnnx(std::string&& model_bytes, const CompileOptions& options,
+                                 CompileReport* report = nullptr);
 
 }  // namespace mlcapsule::compiler
 

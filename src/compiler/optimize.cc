@@ -42,6 +42,18 @@ int SoleConsumer(Graph& g, const std::vector<std::vector<int>>& consumers, int v
   return c.size() == 1 ? c[0] : -1;
 }
 
+// Frees a constant's bytes once no live node but `except` reads it (keeps peak memory near one
+// copy of the weights while passes replace them).
+void ReleaseIfUnused(Graph& g, int value, const Node* except) {
+  if (value < 0 || !V(g, value).constant || V(g, value).graph_output) return;
+  for (const Node& n : g.nodes) {
+    if (n.dead || &n == except) continue;
+    for (int v : n.inputs)
+      if (v == value) return;
+  }
+  V(g, value).constant.reset();
+}
+
 // Folds BatchNormalization into the Conv before it.
 bool FuseConvBatchNorm(Graph& g) {
   bool changed = false;
@@ -76,9 +88,13 @@ bool FuseConvBatchNorm(Graph& g) {
       for (int64_t k = 0; k < per; ++k) new_w.Data<float>()[o * per + k] = static_cast<float>(w.Data<float>()[o * per + k] * s);
       new_b.Data<float>()[o] = static_cast<float>(((old_b ? old_b[o] : 0.0) - mean[o]) * s + shift[o]);
     }
+    const int old_w = conv.inputs[1];
+    const int old_bias = conv.inputs.size() > 2 ? conv.inputs[2] : -1;
     int w_id = g.AddConstant(g.UniqueName(conv.name + "_w"), std::move(new_w));
     int b_id = g.AddConstant(g.UniqueName(conv.name + "_b"), std::move(new_b));
     Node& conv_ref = g.nodes[static_cast<size_t>(p)];  // AddConstant does not move nodes
+    ReleaseIfUnused(g, old_w, &conv_ref);
+    ReleaseIfUnused(g, old_bias, &conv_ref);
     conv_ref.inputs.resize(3);
     conv_ref.inputs[1] = w_id;
     conv_ref.inputs[2] = b_id;
@@ -290,6 +306,10 @@ class ChannelsLastRewriter {
   Status Run(int* transposes) {
     std::vector<Node> old = std::move(g_.nodes);
     g_.nodes.clear();
+    for (const Node& n : old)
+      if (!n.dead)
+        for (int v : n.inputs)
+          if (v >= 0) uses_[v]++;
     for (Node& n : old) {
       if (n.dead) continue;
       MLC_RETURN_IF_ERROR(Visit(std::move(n)));
@@ -392,6 +412,7 @@ class ChannelsLastRewriter {
       c.op = OpType::kConvNhwc;
       c.inputs[0] = GetTwin(x);
       c.inputs[1] = g_.AddConstant(g_.UniqueName(n.name + "_ohwi"), std::move(ohwi));
+      if (--uses_[n.inputs[1]] == 0 && !V(g_, n.inputs[1]).graph_output) V(g_, n.inputs[1]).constant.reset();
       c.Erase("kernel_shape");
       c.outputs = {NewNhwcOutput(n.outputs[0])};
       return Emit(std::move(c));
@@ -494,6 +515,7 @@ class ChannelsLastRewriter {
   }
 
   Graph& g_;
+  std::map<int, int> uses_;  // readers of each value among the nodes not yet rewritten
   std::map<int, int> twin_;
   std::set<int> lazy_;
   int transposes_ = 0;

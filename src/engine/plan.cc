@@ -1,6 +1,7 @@
 // In-memory plan helpers (see plan.h). The byte format lives in plan_format.cc.
 #include "engine/plan.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -49,9 +50,10 @@ const Attribute* PlanNode::FindAttr(std::string_view attr_name) const {
 AlignedBuffer::AlignedBuffer(size_t size) { Resize(size); }
 
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
-    : data_(other.data_), size_(other.size_) {
+    : data_(other.data_), size_(other.size_), capacity_(other.capacity_) {
   other.data_ = nullptr;
   other.size_ = 0;
+  other.capacity_ = 0;
 }
 
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
@@ -59,25 +61,30 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
     std::free(data_);
     data_ = other.data_;
     size_ = other.size_;
+    capacity_ = other.capacity_;
     other.data_ = nullptr;
     other.size_ = 0;
+    other.capacity_ = 0;
   }
   return *this;
 }
 
 AlignedBuffer::~AlignedBuffer() { std::free(data_); }
 
-void AlignedBuffer::Resize(size_t size) {
-  if (size == size_) return;
-  size_t rounded = (size + 63) / 64 * 64;
+void AlignedBuffer::Reserve(size_t capacity) {
+  if (capacity <= capacity_) return;
+  size_t rounded = (capacity + 63) / 64 * 64;
   auto* fresh = static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded));
-  if (fresh == nullptr) std::abort();  // the caller bounded `size` already
-  if (data_ != nullptr) {
-    if (std::min(size, size_) > 0) std::memcpy(fresh, data_, std::min(size, size_));
-    std::free(data_);
-  }
-  if (size > size_) std::memset(fresh + size_, 0, size - size_);
+  if (fresh == nullptr) std::abort();  // the caller bounded `capacity` already
+  if (data_ != nullptr && size_ > 0) std::memcpy(fresh, data_, size_);
+  std::free(data_);
   data_ = fresh;
+  capacity_ = rounded;
+}
+
+void AlignedBuffer::Resize(size_t size) {
+  if (size > capacity_) Reserve(std::max(size, capacity_ + capacity_ / 2));
+  if (size > size_) std::memset(data_ + size_, 0, size - size_);
   size_ = size;
 }
 

@@ -166,12 +166,15 @@ class AlignedBuffer {
   uint8_t* data() { return data_; }
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
-  // Grows to `size` bytes (a reallocation), keeping the contents.
+  // Changes the size to `size` bytes, keeping the contents; reallocates only past the capacity.
   void Resize(size_t size);
+  // Makes room for `capacity` bytes so later Resize calls up to it do not copy.
+  void Reserve(size_t capacity);
 
  private:
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  size_t capacity_ = 0;
 };
 
 struct Plan {
