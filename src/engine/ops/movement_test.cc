@@ -6,17 +6,6 @@
 namespace mlcapsule::engine::testing {
 namespace {
 
-Tensor Iota(Dims dims) {
-  Tensor t = Tensor::Make(DType::kFloat32, std::move(dims));
-  for (int64_t i = 0; i < t.NumElements(); ++i) t.Data<float>()[i] = static_cast<float>(i);
-  return t;
-}
-
-Tensor Ints(std::vector<int64_t> values) {
-  const int64_t n = static_cast<int64_t>(values.size());
-  return Tensor::FromInt64s({n}, std::move(values));
-}
-
 Shape ShapeOf(const Result<std::vector<TensorType>>& types, size_t i = 0) {
   EXPECT_TRUE(types.ok()) << types.status().ToString();
   if (!types.ok() || types.value().size() <= i) return {};

@@ -32,6 +32,27 @@ inline TestInput Runtime(const Tensor& t, Shape shape) {
 inline Dim Batch(int64_t value) { return Dim{value, true}; }
 inline Dim Fixed(int64_t value) { return Dim{value, false}; }
 
+// Types and constant data of the inputs, as the plan loader passes them to NodeContext.
+inline void CollectInputs(const std::vector<TestInput>& inputs, std::vector<const TensorType*>* types,
+                          std::vector<const void*>* constants) {
+  for (const TestInput& in : inputs) {
+    types->push_back(in.present ? &in.type : nullptr);
+    constants->push_back(in.present && in.constant && in.data != nullptr ? in.data->bytes.data()
+                                                                         : nullptr);
+  }
+}
+
+inline Tensor Iota(Dims dims) {
+  Tensor t = Tensor::Make(DType::kFloat32, std::move(dims));
+  for (int64_t i = 0; i < t.NumElements(); ++i) t.Data<float>()[i] = static_cast<float>(i);
+  return t;
+}
+
+inline Tensor Ints(std::vector<int64_t> values) {
+  const int64_t n = static_cast<int64_t>(values.size());
+  return Tensor::FromInt64s({n}, std::move(values));
+}
+
 // Runs the op's inference the way the plan loader does.
 inline Result<std::vector<TensorType>> InferTypes(const PlanNode& node,
                                                   const std::vector<TestInput>& inputs) {
@@ -39,11 +60,7 @@ inline Result<std::vector<TensorType>> InferTypes(const PlanNode& node,
   if (schema == nullptr) return Unsupported("no schema");
   std::vector<const TensorType*> types;
   std::vector<const void*> constants;
-  for (const TestInput& in : inputs) {
-    types.push_back(in.present ? &in.type : nullptr);
-    constants.push_back(in.present && in.constant && in.data != nullptr ? in.data->bytes.data()
-                                                                        : nullptr);
-  }
+  CollectInputs(inputs, &types, &constants);
   Plan plan;
   KernelOptions options{false};
   NodeContext ctx(plan, node, types, constants, options);
@@ -62,11 +79,7 @@ inline Result<std::vector<Tensor>> RunNode(const PlanNode& node,
   if (schema == nullptr) return Unsupported("no schema");
   std::vector<const TensorType*> types;
   std::vector<const void*> constants;
-  for (const TestInput& in : inputs) {
-    types.push_back(in.present ? &in.type : nullptr);
-    constants.push_back(in.present && in.constant && in.data != nullptr ? in.data->bytes.data()
-                                                                        : nullptr);
-  }
+  CollectInputs(inputs, &types, &constants);
   Plan plan;
   KernelOptions options{fast};
   NodeContext ctx(plan, node, types, constants, options);
