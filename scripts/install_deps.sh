@@ -3,7 +3,7 @@
 # Runs apt-get as root (directly, or through sudo when not root). Idempotent.
 set -euo pipefail
 PACKAGES=(
-  cmake ninja-build g++ pkg-config git
+  cmake ninja-build g++ pkg-config git clang-format
   libgtest-dev libgmock-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata
   libdnnl-dev

@@ -23,7 +23,7 @@ enum class StatusCode : int {
   kInvalidArgument = 1,  // malformed or out-of-range input
   kUnsupported = 2,      // well-formed, but uses an operator/type/feature we do not implement
   kNotFound = 3,
-  kDataLoss = 4,         // truncated or corrupted bytes
+  kDataLoss = 4,  // truncated or corrupted bytes
   kResourceExhausted = 5,
   kFailedPrecondition = 6,
   kPermissionDenied = 7,
@@ -88,7 +88,7 @@ Status FailedPrecondition(fmt::format_string<Args...> format, Args&&... args) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : value_(std::move(status)) {  // NOLINT
     assert(!std::get<Status>(value_).ok() && "Result built from an OK status");
   }
@@ -114,10 +114,10 @@ class [[nodiscard]] Result {
 #define MLC_CONCAT(a, b) MLC_CONCAT_INNER(a, b)
 
 // Returns early from the enclosing function when `expr` is not OK.
-#define MLC_RETURN_IF_ERROR(expr)                         \
-  do {                                                    \
-    ::mlcapsule::Status mlc_status_ = (expr);             \
-    if (!mlc_status_.ok()) return mlc_status_;            \
+#define MLC_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::mlcapsule::Status mlc_status_ = (expr);  \
+    if (!mlc_status_.ok()) return mlc_status_; \
   } while (0)
 
 // MLC_ASSIGN_OR_RETURN(auto x, MakeX()): unwraps a Result or returns its error.

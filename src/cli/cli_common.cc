@@ -27,7 +27,8 @@ int ReportError(const Status& status) {
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 Result<std::vector<int64_t>> ParseDims(const std::string& text) {
@@ -35,13 +36,15 @@ Result<std::vector<int64_t>> ParseDims(const std::string& text) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
-    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string item =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     char* end = nullptr;
     long long v = std::strtoll(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || v < -1 || v > engine::kMaxTensorElements)
       return InvalidArgument("'{}' is not a shape like 1,3,224,224 (bad entry '{}')", text, item);
     dims.push_back(v);
-    if (dims.size() > static_cast<size_t>(engine::kMaxRank)) return InvalidArgument("shape '{}' has more than {} dims", text, engine::kMaxRank);
+    if (dims.size() > static_cast<size_t>(engine::kMaxRank))
+      return InvalidArgument("shape '{}' has more than {} dims", text, engine::kMaxRank);
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
@@ -51,11 +54,13 @@ Result<std::vector<int64_t>> ParseDims(const std::string& text) {
 Result<engine::Plan> LoadModel(const std::string& path, const compiler::CompileOptions& options,
                                compiler::CompileReport* report) {
   if (EndsWith(path, ".capsule"))
-    return Unsupported("'{}' is a capsule; capsules are run by `mlcapsule run` (issue 3 adds them to bench)", path);
+    return Unsupported(
+        "'{}' is a capsule; capsules are run by `mlcapsule run` (issue 3 adds them to bench)",
+        path);
   MLC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path, compiler::kMaxModelBytes));
   if (EndsWith(path, ".plan") || bytes.rfind("MLCPLAN", 0) == 0) {
-    Result<engine::Plan> plan =
-        engine::ParsePlan(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    Result<engine::Plan> plan = engine::ParsePlan(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
     if (!plan.ok()) return plan.status().WithContext(path);
     return plan;
   }
@@ -70,7 +75,8 @@ Result<engine::Tensor> ReadTensorFile(const std::string& path) {
   return compiler::ParseTensorProto(bytes, path);
 }
 
-Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor, const std::string& name) {
+Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
+                       const std::string& name) {
   if (EndsWith(path, ".npy")) return WriteFile(path, compiler::SerializeNpy(tensor));
   return WriteFile(path, compiler::SerializeTensorProto(tensor, name));
 }

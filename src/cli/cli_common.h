@@ -40,7 +40,8 @@ Result<engine::Plan> LoadModel(const std::string& path, const compiler::CompileO
                                compiler::CompileReport* report = nullptr);
 
 Result<engine::Tensor> ReadTensorFile(const std::string& path);
-Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor, const std::string& name);
+Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
+                       const std::string& name);
 
 void AddConformanceCommand(CLI::App& app);
 void AddBenchCommand(CLI::App& app);

@@ -69,7 +69,8 @@ void RunBench(const BenchOptions& o) {
   for (int32_t index : plan->inputs) {
     const engine::PlanTensor& t = plan->tensors[static_cast<size_t>(index)];
     engine::Dims dims = engine::ResolveShape(t.type.shape, o.batch);
-    if (!engine::HasBatchDim(t.type.shape) && !dims.empty() && o.batch != 1 && dims[0] == 1) dims[0] = o.batch;
+    if (!engine::HasBatchDim(t.type.shape) && !dims.empty() && o.batch != 1 && dims[0] == 1)
+      dims[0] = o.batch;
     engine::Tensor tensor = engine::Tensor::Make(t.type.dtype, dims);
     if (t.type.dtype == engine::DType::kFloat32)
       for (int64_t i = 0; i < tensor.NumElements(); ++i) tensor.Data<float>()[i] = normal(rng);
@@ -104,7 +105,8 @@ void RunBench(const BenchOptions& o) {
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   std::string model_name = std::filesystem::path(o.model).filename().string();
-  if (model_name == "model.onnx") model_name = std::filesystem::path(o.model).parent_path().filename().string();
+  if (model_name == "model.onnx")
+    model_name = std::filesystem::path(o.model).parent_path().filename().string();
   nlohmann::json j = {
       {"engine", std::string("mlcapsule-") + kVersion},
       {"model", model_name},
@@ -135,7 +137,8 @@ void RunBench(const BenchOptions& o) {
     for (auto& [op, ms] : by_op) rows.emplace_back(ms, op);
     std::sort(rows.rbegin(), rows.rend());
     std::fprintf(stderr, "per-op time per run (profiled run, %.3f ms total):\n", total);
-    for (auto& [ms, op] : rows) std::fprintf(stderr, "  %-24s %9.3f ms  %5.1f%%\n", op.c_str(), ms, 100.0 * ms / total);
+    for (auto& [ms, op] : rows)
+      std::fprintf(stderr, "  %-24s %9.3f ms  %5.1f%%\n", op.c_str(), ms, 100.0 * ms / total);
   }
 }
 
@@ -143,16 +146,26 @@ void RunBench(const BenchOptions& o) {
 
 void AddBenchCommand(CLI::App& app) {
   static BenchOptions options;
-  CLI::App* cmd = app.add_subcommand("bench", "Measure inference latency of a model (.onnx or .plan) on random inputs");
-  cmd->add_option("MODEL", options.model, "Model file (.onnx or .plan)")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--batch", options.batch, "Batch size")->check(CLI::Range(int64_t{1}, engine::kMaxBatch));
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Measure inference latency of a model (.onnx or .plan) on random inputs");
+  cmd->add_option("MODEL", options.model, "Model file (.onnx or .plan)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--batch", options.batch, "Batch size")
+      ->check(CLI::Range(int64_t{1}, engine::kMaxBatch));
   cmd->add_option("--threads", options.threads, "Intra-op threads")->check(CLI::Range(1, 256));
   cmd->add_option("--iters", options.iters, "Timed iterations")->check(CLI::Range(1, 1000000));
-  cmd->add_option("--warmup", options.warmup, "Untimed warm-up iterations")->check(CLI::Range(0, 1000000));
-  cmd->add_option("--input-shape", options.input_shape, "Shape of the first input, e.g. 1,3,224,224 (dimension 0 is replaced by --batch)");
+  cmd->add_option("--warmup", options.warmup, "Untimed warm-up iterations")
+      ->check(CLI::Range(0, 1000000));
+  cmd->add_option(
+      "--input-shape", options.input_shape,
+      "Shape of the first input, e.g. 1,3,224,224 (dimension 0 is replaced by --batch)");
   cmd->add_flag("--profile", options.profile, "Also print the time per operator type to stderr");
-  cmd->add_flag("--reference", options.reference, "Time the plain reference kernels instead of the fast ones");
-  cmd->footer("Prints one JSON line: engine, model, batch, threads, median_ms, p10_ms, p90_ms, throughput_per_s, ...");
+  cmd->add_flag("--reference", options.reference,
+                "Time the plain reference kernels instead of the fast ones");
+  cmd->footer(
+      "Prints one JSON line: engine, model, batch, threads, median_ms, p10_ms, p90_ms, "
+      "throughput_per_s, ...");
   cmd->callback([] { RunBench(options); });
 }
 

@@ -30,7 +30,8 @@ struct ConformanceOptions {
   std::vector<std::string> dirs;
   double rtol = 1e-3;
   double atol = 1e-5;
-  double range_tol = 0.0;  // > 0: pass when max |diff| <= range_tol * (max - min of the expected output)
+  double range_tol =
+      0.0;  // > 0: pass when max |diff| <= range_tol * (max - min of the expected output)
   int threads = 1;
   bool reference = false;
   bool verbose = false;
@@ -57,11 +58,14 @@ TestResult Classify(const Status& s, const std::string& stage) {
   return r;
 }
 
-std::string Compare(const engine::Tensor& got, const engine::Tensor& want, double rtol, double atol, double range_tol) {
+std::string Compare(const engine::Tensor& got, const engine::Tensor& want, double rtol, double atol,
+                    double range_tol) {
   if (got.dtype != want.dtype)
-    return fmt::format("element type {} differs from expected {}", engine::DTypeName(got.dtype), engine::DTypeName(want.dtype));
+    return fmt::format("element type {} differs from expected {}", engine::DTypeName(got.dtype),
+                       engine::DTypeName(want.dtype));
   if (got.dims != want.dims)
-    return fmt::format("shape {} differs from expected {}", engine::DimsToString(got.dims), engine::DimsToString(want.dims));
+    return fmt::format("shape {} differs from expected {}", engine::DimsToString(got.dims),
+                       engine::DimsToString(want.dims));
   int64_t bad = 0, first = -1;
   double worst = 0.0;
   if (range_tol > 0 && want.dtype == engine::DType::kFloat32 && want.NumElements() > 0) {
@@ -98,10 +102,14 @@ std::string Compare(const engine::Tensor& got, const engine::Tensor& want, doubl
     }
   }
   if (bad == 0) return "";
-  double g = got.dtype == engine::DType::kFloat32 ? got.Data<float>()[first] : static_cast<double>(got.Data<int64_t>()[first]);
-  double w = want.dtype == engine::DType::kFloat32 ? want.Data<float>()[first] : static_cast<double>(want.Data<int64_t>()[first]);
-  return fmt::format("{} of {} values differ (first at {}: got {} expected {}; max abs diff {:.3g})", bad,
-                     got.NumElements(), first, g, w, worst);
+  double g = got.dtype == engine::DType::kFloat32 ? got.Data<float>()[first]
+                                                  : static_cast<double>(got.Data<int64_t>()[first]);
+  double w = want.dtype == engine::DType::kFloat32
+                 ? want.Data<float>()[first]
+                 : static_cast<double>(want.Data<int64_t>()[first]);
+  return fmt::format(
+      "{} of {} values differ (first at {}: got {} expected {}; max abs diff {:.3g})", bad,
+      got.NumElements(), first, g, w, worst);
 }
 
 TestResult RunOne(const fs::path& dir, const ConformanceOptions& o) {
@@ -110,7 +118,8 @@ TestResult RunOne(const fs::path& dir, const ConformanceOptions& o) {
   std::vector<fs::path> sets;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.is_directory() && entry.path().filename().string().rfind("test_data_set_", 0) == 0) sets.push_back(entry.path());
+    if (entry.is_directory() && entry.path().filename().string().rfind("test_data_set_", 0) == 0)
+      sets.push_back(entry.path());
   std::sort(sets.begin(), sets.end());
   if (sets.empty()) return TestResult{Outcome::kFail, "no test_data_set_* directory"};
   auto names = compiler::OnnxInputNames(*model_bytes);
@@ -135,7 +144,8 @@ TestResult RunOne(const fs::path& dir, const ConformanceOptions& o) {
       expected.push_back(std::move(t).value());
     }
     if (inputs.size() > names->size())
-      return TestResult{Outcome::kFail, fmt::format("{} input files for {} graph inputs", inputs.size(), names->size())};
+      return TestResult{Outcome::kFail, fmt::format("{} input files for {} graph inputs",
+                                                    inputs.size(), names->size())};
     // Input files may omit trailing optional inputs; map files to graph inputs by position
     // (their own names when present).
     compiler::CompileOptions fixed;
@@ -157,7 +167,8 @@ TestResult RunOne(const fs::path& dir, const ConformanceOptions& o) {
       for (int32_t index : p.inputs) {
         auto it = position.find(p.tensors[static_cast<size_t>(index)].name);
         if (it == position.end())
-          return InvalidArgument("graph input '{}' has no input file", p.tensors[static_cast<size_t>(index)].name);
+          return InvalidArgument("graph input '{}' has no input file",
+                                 p.tensors[static_cast<size_t>(index)].name);
         views.push_back(inputs[it->second].View());
       }
       return engine::InferBatchSize(p, views).status();
@@ -178,11 +189,13 @@ TestResult RunOne(const fs::path& dir, const ConformanceOptions& o) {
     Status s = (*session)->Run(views, &outputs);
     if (!s.ok()) return Classify(s, "run");
     if (outputs.size() < expected.size())
-      return TestResult{Outcome::kFail, fmt::format("{} outputs, {} expected", outputs.size(), expected.size())};
+      return TestResult{Outcome::kFail,
+                        fmt::format("{} outputs, {} expected", outputs.size(), expected.size())};
     for (size_t i = 0; i < expected.size(); ++i) {
       std::string diff = Compare(outputs[i], expected[i], o.rtol, o.atol, o.range_tol);
       if (!diff.empty())
-        return TestResult{Outcome::kFail, fmt::format("{} output {}: {}", set.filename().string(), i, diff)};
+        return TestResult{Outcome::kFail,
+                          fmt::format("{} output {}: {}", set.filename().string(), i, diff)};
     }
   }
   return TestResult{};
@@ -211,7 +224,8 @@ void RunConformance(const ConformanceOptions& o) {
       if (entry.is_directory() && IsTestDir(entry.path())) children.push_back(entry.path());
     std::sort(children.begin(), children.end());
     if (children.empty()) {
-      std::fprintf(stderr, "mlcapsule: error: '%s' holds no model.onnx test directories\n", d.c_str());
+      std::fprintf(stderr, "mlcapsule: error: '%s' holds no model.onnx test directories\n",
+                   d.c_str());
       return SetExitCode(kExitUsage);
     }
     tests.insert(tests.end(), children.begin(), children.end());
@@ -247,19 +261,22 @@ void RunConformance(const ConformanceOptions& o) {
 
 void AddConformanceCommand(CLI::App& app) {
   static ConformanceOptions options;
-  CLI::App* cmd = app.add_subcommand(
-      "conformance",
-      "Run ONNX test-data directories (model.onnx + test_data_set_*/{input,output}_*.pb) and compare outputs");
-  cmd->add_option("DIR", options.dirs, "Test directories, or directories of test directories")->required();
+  CLI::App* cmd = app.add_subcommand("conformance",
+                                     "Run ONNX test-data directories (model.onnx + "
+                                     "test_data_set_*/{input,output}_*.pb) and compare outputs");
+  cmd->add_option("DIR", options.dirs, "Test directories, or directories of test directories")
+      ->required();
   cmd->add_option("--rtol", options.rtol, "Relative tolerance (default 1e-3)");
   cmd->add_option("--atol", options.atol, "Absolute tolerance (default 1e-5)");
-  cmd->add_option("--range-tol", options.range_tol,
-                  "Instead of rtol/atol: max |diff| <= RANGE_TOL * (max - min) of each expected output "
-                  "(for whole networks, e.g. 1e-4)");
+  cmd->add_option(
+      "--range-tol", options.range_tol,
+      "Instead of rtol/atol: max |diff| <= RANGE_TOL * (max - min) of each expected output "
+      "(for whole networks, e.g. 1e-4)");
   cmd->add_option("-t,--threads", options.threads, "Intra-op threads")->check(CLI::Range(1, 256));
   cmd->add_flag("--reference", options.reference, "Use the plain reference kernels only");
   cmd->add_flag("-v,--verbose", options.verbose, "Also print a line for every passing test");
-  cmd->footer("Ends with 'conformance: N passed, M failed, K skipped'; exit status 0 only when M is 0.");
+  cmd->footer(
+      "Ends with 'conformance: N passed, M failed, K skipped'; exit status 0 only when M is 0.");
   cmd->callback([] { RunConformance(options); });
 }
 

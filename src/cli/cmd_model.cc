@@ -23,10 +23,12 @@ void AddShapeOptions(CLI::App* cmd, ShapeOptions* o) {
   cmd->add_option("--batch", o->batch, "Compile for this fixed batch size (default: dynamic batch)")
       ->check(CLI::Range(int64_t{0}, engine::kMaxBatch));
   cmd->add_flag("--no-optimize", o->no_optimize, "Skip fusion passes");
-  cmd->add_flag("--no-channels-last", o->no_channels_last, "Keep NCHW layout (reference kernels for convolutions)");
+  cmd->add_flag("--no-channels-last", o->no_channels_last,
+                "Keep NCHW layout (reference kernels for convolutions)");
 }
 
-Result<compiler::CompileOptions> MakeCompileOptions(const ShapeOptions& o, const std::string& model_path) {
+Result<compiler::CompileOptions> MakeCompileOptions(const ShapeOptions& o,
+                                                    const std::string& model_path) {
   compiler::CompileOptions options;
   options.fixed_batch = o.batch;
   options.optimize = !o.no_optimize;
@@ -34,7 +36,8 @@ Result<compiler::CompileOptions> MakeCompileOptions(const ShapeOptions& o, const
   for (const std::string& spec : o.input_shapes) {
     size_t eq = spec.find('=');
     std::string name = eq == std::string::npos ? "" : spec.substr(0, eq);
-    MLC_ASSIGN_OR_RETURN(std::vector<int64_t> dims, ParseDims(eq == std::string::npos ? spec : spec.substr(eq + 1)));
+    MLC_ASSIGN_OR_RETURN(std::vector<int64_t> dims,
+                         ParseDims(eq == std::string::npos ? spec : spec.substr(eq + 1)));
     if (name.empty()) {
       MLC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path, compiler::kMaxModelBytes));
       MLC_ASSIGN_OR_RETURN(std::vector<std::string> names, compiler::OnnxInputNames(bytes));
@@ -55,10 +58,13 @@ void RunCompile(const std::string& model, const std::string& out, const ShapeOpt
   std::string bytes = engine::SerializePlan(*plan);
   Status s = WriteFile(out, bytes);
   if (!s.ok()) return SetExitCode(ReportError(s));
-  std::printf("compiled %s -> %s: opset %d, %d ONNX nodes -> %d plan nodes (%d folded, %d fused, %d layout transposes), "
-              "%.1f MiB of weights, %zu bytes\n",
-              model.c_str(), out.c_str(), report.opset, report.onnx_nodes, report.plan_nodes, report.folded_nodes,
-              report.fused_nodes, report.layout_transposes, static_cast<double>(plan->WeightBytes()) / (1 << 20), bytes.size());
+  std::printf(
+      "compiled %s -> %s: opset %d, %d ONNX nodes -> %d plan nodes (%d folded, %d fused, %d layout "
+      "transposes), "
+      "%.1f MiB of weights, %zu bytes\n",
+      model.c_str(), out.c_str(), report.opset, report.onnx_nodes, report.plan_nodes,
+      report.folded_nodes, report.fused_nodes, report.layout_transposes,
+      static_cast<double>(plan->WeightBytes()) / (1 << 20), bytes.size());
 }
 
 struct InferOptions {
@@ -81,13 +87,17 @@ void RunInfer(const InferOptions& o) {
     inputs.push_back(std::move(t).value());
   }
   if (inputs.size() != plan->inputs.size()) {
-    return SetExitCode(ReportError(InvalidArgument("the model takes {} inputs, {} given with --input", plan->inputs.size(), inputs.size())));
+    return SetExitCode(ReportError(InvalidArgument(
+        "the model takes {} inputs, {} given with --input", plan->inputs.size(), inputs.size())));
   }
   if (!o.outputs.empty() && o.outputs.size() != plan->outputs.size()) {
-    return SetExitCode(ReportError(InvalidArgument("the model has {} outputs, {} given with --output", plan->outputs.size(), o.outputs.size())));
+    return SetExitCode(
+        ReportError(InvalidArgument("the model has {} outputs, {} given with --output",
+                                    plan->outputs.size(), o.outputs.size())));
   }
   std::vector<std::string> output_names;
-  for (int32_t index : plan->outputs) output_names.push_back(plan->tensors[static_cast<size_t>(index)].name);
+  for (int32_t index : plan->outputs)
+    output_names.push_back(plan->tensors[static_cast<size_t>(index)].name);
   engine::SessionOptions session_options;
   session_options.threads = o.threads;
   session_options.fast_kernels = !o.reference;
@@ -107,12 +117,15 @@ void RunInfer(const InferOptions& o) {
                   engine::DimsToString(t.dims).c_str(), o.outputs[i].c_str());
       continue;
     }
-    std::printf("%s: %s%s", output_names[i].c_str(), engine::DTypeName(t.dtype), engine::DimsToString(t.dims).c_str());
+    std::printf("%s: %s%s", output_names[i].c_str(), engine::DTypeName(t.dtype),
+                engine::DimsToString(t.dims).c_str());
     int64_t n = std::min<int64_t>(t.NumElements(), 10);
     std::printf(" [");
     for (int64_t k = 0; k < n; ++k) {
-      if (t.dtype == engine::DType::kFloat32) std::printf("%s%.6g", k ? ", " : "", t.Data<float>()[k]);
-      else std::printf("%s%lld", k ? ", " : "", static_cast<long long>(t.Data<int64_t>()[k]));
+      if (t.dtype == engine::DType::kFloat32)
+        std::printf("%s%.6g", k ? ", " : "", t.Data<float>()[k]);
+      else
+        std::printf("%s%lld", k ? ", " : "", static_cast<long long>(t.Data<int64_t>()[k]));
     }
     std::printf("%s]\n", t.NumElements() > n ? ", ..." : "");
   }
@@ -123,19 +136,30 @@ void RunInfer(const InferOptions& o) {
 void AddModelCommands(CLI::App& app) {
   static std::string compile_model, compile_out;
   static ShapeOptions compile_shapes;
-  CLI::App* compile = app.add_subcommand("compile", "Compile an ONNX model (opsets 11-17) into a validated plan file");
-  compile->add_option("MODEL", compile_model, "ONNX model file")->required()->check(CLI::ExistingFile);
+  CLI::App* compile = app.add_subcommand(
+      "compile", "Compile an ONNX model (opsets 11-17) into a validated plan file");
+  compile->add_option("MODEL", compile_model, "ONNX model file")
+      ->required()
+      ->check(CLI::ExistingFile);
   compile->add_option("-o,--out", compile_out, "Plan file to write")->required();
   AddShapeOptions(compile, &compile_shapes);
   compile->callback([] { RunCompile(compile_model, compile_out, compile_shapes); });
 
   static InferOptions infer_options;
-  CLI::App* infer = app.add_subcommand("infer", "Run a model (.onnx or .plan) on input tensors (.pb TensorProto or .npy)");
-  infer->add_option("MODEL", infer_options.model, "Model file (.onnx or .plan)")->required()->check(CLI::ExistingFile);
-  infer->add_option("-i,--input", infer_options.inputs, "Input tensor files in the model's input order")->required();
-  infer->add_option("-o,--output", infer_options.outputs, "Output files to write (.pb or .npy), in output order; "
-                                                          "without it a summary is printed");
-  infer->add_option("-t,--threads", infer_options.threads, "Intra-op threads")->check(CLI::Range(1, 256));
+  CLI::App* infer = app.add_subcommand(
+      "infer", "Run a model (.onnx or .plan) on input tensors (.pb TensorProto or .npy)");
+  infer->add_option("MODEL", infer_options.model, "Model file (.onnx or .plan)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  infer
+      ->add_option("-i,--input", infer_options.inputs,
+                   "Input tensor files in the model's input order")
+      ->required();
+  infer->add_option("-o,--output", infer_options.outputs,
+                    "Output files to write (.pb or .npy), in output order; "
+                    "without it a summary is printed");
+  infer->add_option("-t,--threads", infer_options.threads, "Intra-op threads")
+      ->check(CLI::Range(1, 256));
   infer->add_flag("--reference", infer_options.reference, "Use the plain reference kernels only");
   AddShapeOptions(infer, &infer_options.shapes);
   infer->callback([] { RunInfer(infer_options); });

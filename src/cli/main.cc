@@ -9,9 +9,9 @@ int main(int argc, char** argv) {
       "MLCapsule: guarded offline deployment of machine learning as a service.\n"
       "Compile ONNX models to validated plans, run them, check conformance and measure speed."};
   app.require_subcommand(1);
-  app.set_version_flag("--version",
-                       std::string("mlcapsule ") + mlcapsule::cli::kVersion + " (plan format " +
-                           std::to_string(mlcapsule::engine::kPlanVersion) + ")");
+  app.set_version_flag("--version", std::string("mlcapsule ") + mlcapsule::cli::kVersion +
+                                        " (plan format " +
+                                        std::to_string(mlcapsule::engine::kPlanVersion) + ")");
   app.footer(
       "Run `mlcapsule COMMAND --help` for a command's options. Exit status: 0 success, 1 failure,\n"
       "2 usage error, 3 unsupported model or input (docs/cli.md).");

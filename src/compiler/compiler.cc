@@ -26,7 +26,8 @@ using engine::Shape;
 using engine::Tensor;
 using engine::TensorType;
 
-constexpr int kMinOpset = 1;  // older forms of the supported ops are converted; 11-17 is the tested range
+constexpr int kMinOpset =
+    1;  // older forms of the supported ops are converted; 11-17 is the tested range
 constexpr int kMaxOpset = 17;
 constexpr int64_t kMaxFoldElements = int64_t{1} << 24;  // constants larger than this stay runtime
 constexpr int kMaxNodes = 1 << 20;
@@ -72,13 +73,24 @@ class OnnxAttrs {
 // How each canonical op's inputs are used: slots that must be constants of the plan.
 bool IsParameterSlot(OpType op, size_t slot) {
   switch (op) {
-    case OpType::kReshape: case OpType::kSqueeze: case OpType::kUnsqueeze: case OpType::kSplit:
-    case OpType::kExpand: case OpType::kTile: case OpType::kCumSum: case OpType::kTrilu:
+    case OpType::kReshape:
+    case OpType::kSqueeze:
+    case OpType::kUnsqueeze:
+    case OpType::kSplit:
+    case OpType::kExpand:
+    case OpType::kTile:
+    case OpType::kCumSum:
+    case OpType::kTrilu:
       return slot == 1;
-    case OpType::kSlice: return slot >= 1;
-    case OpType::kPad: return slot == 1 || slot == 2;
-    case OpType::kRange: case OpType::kConstantOfShape: return true;
-    default: return false;
+    case OpType::kSlice:
+      return slot >= 1;
+    case OpType::kPad:
+      return slot == 1 || slot == 2;
+    case OpType::kRange:
+    case OpType::kConstantOfShape:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -106,8 +118,14 @@ bool ScalarDimOp(const Dim& a, const Dim& b, OpType op, Dim* out) {
     case OpType::kSub: {
       int64_t bv = op == OpType::kSub ? -b.value : b.value;
       if (a.batch && b.batch) return false;
-      if (a.batch && bv == 0) { *out = a; return true; }
-      if (b.batch && a.value == 0 && op == OpType::kAdd) { *out = b; return true; }
+      if (a.batch && bv == 0) {
+        *out = a;
+        return true;
+      }
+      if (b.batch && a.value == 0 && op == OpType::kAdd) {
+        *out = b;
+        return true;
+      }
       if (a.batch || b.batch) return false;
       *out = Dim{a.value + bv, false};
       return true;
@@ -119,7 +137,8 @@ bool ScalarDimOp(const Dim& a, const Dim& b, OpType op, Dim* out) {
 
 class Importer {
  public:
-  Importer(const CompileOptions& options, CompileReport* report) : options_(options), report_(report) {}
+  Importer(const CompileOptions& options, CompileReport* report)
+      : options_(options), report_(report) {}
 
   Status Import(onnx::ModelProto& model);
   Graph& graph() { return graph_; }
@@ -157,32 +176,40 @@ int Importer::ConstF32(const std::string& base, std::vector<float> values, bool 
 Result<int> Importer::Lookup(const std::string& name, const onnx::NodeProto& proto) {
   auto it = by_name_.find(name);
   if (it == by_name_.end())
-    return InvalidArgument("{}: input '{}' is not a graph input, initializer or output of an earlier node "
-                           "(dangling name, or the graph is cyclic / not topologically sorted)",
-                           Describe(proto), name);
+    return InvalidArgument(
+        "{}: input '{}' is not a graph input, initializer or output of an earlier node "
+        "(dangling name, or the graph is cyclic / not topologically sorted)",
+        Describe(proto), name);
   return it->second;
 }
 
 Status Importer::Import(onnx::ModelProto& model) {
   std::string other_domains;
   for (const auto& imp : model.opset_import()) {
-    if (imp.domain().empty() || imp.domain() == "ai.onnx") opset_ = static_cast<int>(imp.version());
-    else other_domains += (other_domains.empty() ? "" : ", ") + imp.domain();
+    if (imp.domain().empty() || imp.domain() == "ai.onnx")
+      opset_ = static_cast<int>(imp.version());
+    else
+      other_domains += (other_domains.empty() ? "" : ", ") + imp.domain();
   }
   if (opset_ == 0 && !other_domains.empty())
-    return Unsupported("operator domain(s) {} are not supported (only the default ONNX domain)", other_domains);
-  if (opset_ == 0) return InvalidArgument("model imports no version of the default ONNX operator set");
+    return Unsupported("operator domain(s) {} are not supported (only the default ONNX domain)",
+                       other_domains);
+  if (opset_ == 0)
+    return InvalidArgument("model imports no version of the default ONNX operator set");
   if (opset_ < kMinOpset || opset_ > kMaxOpset)
-    return Unsupported("ONNX opset {} is not supported (supported: {} to {})", opset_, kMinOpset, kMaxOpset);
+    return Unsupported("ONNX opset {} is not supported (supported: {} to {})", opset_, kMinOpset,
+                       kMaxOpset);
   if (report_) report_->opset = opset_;
   if (!model.has_graph()) return InvalidArgument("model has no graph");
   return ImportGraph(*model.mutable_graph());
 }
 
 Status Importer::ImportGraph(onnx::GraphProto& g) {
-  if (g.node_size() > kMaxNodes) return ResourceExhausted("graph has {} nodes, over the limit {}", g.node_size(), kMaxNodes);
+  if (g.node_size() > kMaxNodes)
+    return ResourceExhausted("graph has {} nodes, over the limit {}", g.node_size(), kMaxNodes);
   for (auto& init : *g.mutable_initializer()) {
-    if (by_name_.count(init.name())) return InvalidArgument("initializer '{}' is defined twice", init.name());
+    if (by_name_.count(init.name()))
+      return InvalidArgument("initializer '{}' is defined twice", init.name());
     MLC_ASSIGN_OR_RETURN(Tensor t, TensorFromProto(init, "initializer '" + init.name() + "'"));
     by_name_[init.name()] = graph_.AddConstant(init.name(), std::move(t));
     // Free the protobuf copy of the weights now, so import needs about one copy of them.
@@ -198,7 +225,9 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
       bool parameter = false;
       for (const auto& n : g.node())
         for (int i = 0; i < n.input_size(); ++i)
-          if (n.input(i) == input.name() && IsOnnxParameterSlot(n.op_type(), static_cast<size_t>(i))) parameter = true;
+          if (n.input(i) == input.name() &&
+              IsOnnxParameterSlot(n.op_type(), static_cast<size_t>(i)))
+            parameter = true;
       if (parameter) {
         by_name_[input.name()] = graph_.AddConstant(input.name(), bound->second);
         continue;
@@ -207,12 +236,14 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
     if (!input.type().has_tensor_type()) return Unsupported("{} is not a tensor", what);
     const auto& tt = input.type().tensor_type();
     if (tt.elem_type() != 1 && tt.elem_type() != 7)
-      return Unsupported("{} has element type {}, which is not supported (float32 and int64 only)", what, OnnxTypeName(tt.elem_type()));
+      return Unsupported("{} has element type {}, which is not supported (float32 and int64 only)",
+                         what, OnnxTypeName(tt.elem_type()));
     TensorType type{static_cast<DType>(tt.elem_type()), {}};
     auto override_it = options_.input_shapes.find(input.name());
     if (override_it != options_.input_shapes.end()) {
       const auto& dims = override_it->second;
-      if (dims.size() > static_cast<size_t>(engine::kMaxRank)) return InvalidArgument("{} override rank is over {}", what, engine::kMaxRank);
+      if (dims.size() > static_cast<size_t>(engine::kMaxRank))
+        return InvalidArgument("{} override rank is over {}", what, engine::kMaxRank);
       for (size_t i = 0; i < dims.size(); ++i) {
         if (dims[i] == -1 && i == 0 && options_.fixed_batch == 0) {
           type.shape.push_back(Dim{1, true});
@@ -225,8 +256,10 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
         }
       }
     } else {
-      if (!tt.has_shape()) return Unsupported("{} has no declared shape; give one with --input-shape", what);
-      if (tt.shape().dim_size() > engine::kMaxRank) return InvalidArgument("{} rank is over {}", what, engine::kMaxRank);
+      if (!tt.has_shape())
+        return Unsupported("{} has no declared shape; give one with --input-shape", what);
+      if (tt.shape().dim_size() > engine::kMaxRank)
+        return InvalidArgument("{} rank is over {}", what, engine::kMaxRank);
       for (int i = 0; i < tt.shape().dim_size(); ++i) {
         const auto& d = tt.shape().dim(i);
         if (d.has_dim_value()) {
@@ -234,14 +267,18 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
             return InvalidArgument("{} dimension {} is {}", what, i, d.dim_value());
           type.shape.push_back(Dim{d.dim_value(), false});
         } else if (i == 0) {
-          type.shape.push_back(options_.fixed_batch > 0 ? Dim{options_.fixed_batch, false} : Dim{1, true});
+          type.shape.push_back(options_.fixed_batch > 0 ? Dim{options_.fixed_batch, false}
+                                                        : Dim{1, true});
         } else {
-          return Unsupported("{} dimension {} ('{}') is symbolic; only dimension 0 may be the batch; give a shape with --input-shape",
-                             what, i, d.dim_param());
+          return Unsupported(
+              "{} dimension {} ('{}') is symbolic; only dimension 0 may be the batch; give a shape "
+              "with --input-shape",
+              what, i, d.dim_param());
         }
       }
     }
-    MLC_ASSIGN_OR_RETURN(int64_t n, engine::CheckedNumElements(engine::ResolveShape(type.shape, 1), what));
+    MLC_ASSIGN_OR_RETURN(int64_t n,
+                         engine::CheckedNumElements(engine::ResolveShape(type.shape, 1), what));
     (void)n;
     int id = graph_.AddValue(input.name(), type);
     graph_.values[static_cast<size_t>(id)].graph_input = true;
@@ -256,7 +293,8 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
   std::set<int> seen;
   for (const auto& output : g.output()) {
     auto it = by_name_.find(output.name());
-    if (it == by_name_.end()) return InvalidArgument("graph output '{}' is not computed by any node", output.name());
+    if (it == by_name_.end())
+      return InvalidArgument("graph output '{}' is not computed by any node", output.name());
     int id = it->second;
     const Value& v = graph_.values[static_cast<size_t>(id)];
     if (v.graph_input || v.constant || v.graph_output || seen.count(id)) {
@@ -268,7 +306,8 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
       copy.op = OpType::kIdentity;
       copy.name = graph_.UniqueName(output.name() + "_copy");
       int src = id;
-      if (constant) src = graph_.AddConstant(graph_.UniqueName(output.name()), std::move(*constant));
+      if (constant)
+        src = graph_.AddConstant(graph_.UniqueName(output.name()), std::move(*constant));
       int out = graph_.AddValue(output.name(), type);
       copy.inputs = {src};
       copy.outputs = {out};
@@ -284,7 +323,8 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
 
 Status Importer::ImportNode(const onnx::NodeProto& proto) {
   if (!proto.domain().empty() && proto.domain() != "ai.onnx")
-    return Unsupported("{}: operator domain '{}' is not supported", Describe(proto), proto.domain());
+    return Unsupported("{}: operator domain '{}' is not supported", Describe(proto),
+                       proto.domain());
   Node node;
   node.name = proto.name().empty() ? graph_.UniqueName(proto.op_type()) : proto.name();
   for (const auto& name : proto.input()) {
@@ -302,13 +342,17 @@ Status Importer::ImportNode(const onnx::NodeProto& proto) {
   for (int i = 0; i <= last_named; ++i) {
     const std::string& name = proto.output(i);
     if (!name.empty() && by_name_.count(name))
-      return InvalidArgument("{}: output '{}' is already defined (ONNX graphs are single-assignment)", Describe(proto), name);
-    int id = graph_.AddValue(name.empty() ? graph_.UniqueName(node.name + "_unused") : name, TensorType{});
+      return InvalidArgument(
+          "{}: output '{}' is already defined (ONNX graphs are single-assignment)", Describe(proto),
+          name);
+    int id = graph_.AddValue(name.empty() ? graph_.UniqueName(node.name + "_unused") : name,
+                             TensorType{});
     node.outputs.push_back(id);
     if (!name.empty()) by_name_[name] = id;
   }
   if (proto.op_type() == "Constant") {
-    if (node.outputs.size() != 1) return InvalidArgument("{}: Constant must have one output", Describe(proto));
+    if (node.outputs.size() != 1)
+      return InvalidArgument("{}: Constant must have one output", Describe(proto));
     OnnxAttrs a(proto);
     Tensor t;
     if (const auto* value = a.Find("value")) {
@@ -338,11 +382,14 @@ Status Importer::ImportNode(const onnx::NodeProto& proto) {
   return Emit(std::move(node));
 }
 
-Status Importer::ResolveAutoPad(const onnx::NodeProto& proto, Node& node, const std::string& auto_pad) {
+Status Importer::ResolveAutoPad(const onnx::NodeProto& proto, Node& node,
+                                const std::string& auto_pad) {
   if (auto_pad.empty() || auto_pad == "NOTSET") return Status::Ok();
-  if (node.inputs.empty() || node.inputs[0] < 0) return InvalidArgument("{}: the input is missing", Describe(proto));
+  if (node.inputs.empty() || node.inputs[0] < 0)
+    return InvalidArgument("{}: the input is missing", Describe(proto));
   const TensorType& x = graph_.values[static_cast<size_t>(node.inputs[0])].type;
-  if (x.shape.size() < 3) return InvalidArgument("{}: input rank {} is below 3", Describe(proto), x.shape.size());
+  if (x.shape.size() < 3)
+    return InvalidArgument("{}: input rank {} is below 3", Describe(proto), x.shape.size());
   size_t spatial = x.shape.size() - 2;
   std::vector<int64_t> kernel;
   if (const auto* k = node.Find("kernel_shape")) {
@@ -351,7 +398,8 @@ Status Importer::ResolveAutoPad(const onnx::NodeProto& proto, Node& node, const 
     const TensorType& w = graph_.values[static_cast<size_t>(node.inputs[1])].type;
     for (size_t i = 2; i < w.shape.size(); ++i) kernel.push_back(w.shape[i].value);
   }
-  if (kernel.size() != spatial) return InvalidArgument("{}: kernel_shape does not match the input rank", Describe(proto));
+  if (kernel.size() != spatial)
+    return InvalidArgument("{}: kernel_shape does not match the input rank", Describe(proto));
   std::vector<int64_t> strides(spatial, 1), dilations(spatial, 1), pads(2 * spatial, 0);
   if (const auto* s = node.Find("strides"); s && s->ints.size() == spatial) strides = s->ints;
   if (const auto* d = node.Find("dilations"); d && d->ints.size() == spatial) dilations = d->ints;
@@ -360,11 +408,14 @@ Status Importer::ResolveAutoPad(const onnx::NodeProto& proto, Node& node, const 
     return Status::Ok();
   }
   if (auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER")
-    return InvalidArgument("{}: auto_pad '{}' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID", Describe(proto), auto_pad);
+    return InvalidArgument("{}: auto_pad '{}' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID",
+                           Describe(proto), auto_pad);
   for (size_t i = 0; i < spatial; ++i) {
     const Dim& d = x.shape[2 + i];
-    if (d.batch) return Unsupported("{}: auto_pad with a batch-dependent spatial size", Describe(proto));
-    if (strides[i] < 1 || dilations[i] < 1 || kernel[i] < 1) return InvalidArgument("{}: strides, dilations and kernel must be >= 1", Describe(proto));
+    if (d.batch)
+      return Unsupported("{}: auto_pad with a batch-dependent spatial size", Describe(proto));
+    if (strides[i] < 1 || dilations[i] < 1 || kernel[i] < 1)
+      return InvalidArgument("{}: strides, dilations and kernel must be >= 1", Describe(proto));
     int64_t out = (d.value + strides[i] - 1) / strides[i];
     int64_t span = (kernel[i] - 1) * dilations[i] + 1;
     int64_t total = std::max<int64_t>(0, (out - 1) * strides[i] + span - d.value);
@@ -383,11 +434,14 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
   const std::string where = Describe(proto);
   auto copy_ints = [&](std::initializer_list<const char*> names) {
     for (const char* n : names)
-      if (a.Has(n)) node.SetInts(n, a.Find(n)->ints_size() ? a.Ints(n) : std::vector<int64_t>{a.Int(n, 0)});
+      if (a.Has(n))
+        node.SetInts(n, a.Find(n)->ints_size() ? a.Ints(n) : std::vector<int64_t>{a.Int(n, 0)});
   };
   auto copy_floats = [&](std::initializer_list<const char*> names) {
     for (const char* n : names)
-      if (a.Has(n)) node.SetFloats(n, a.Find(n)->floats_size() ? a.Floats(n) : std::vector<float>{a.Float(n, 0)});
+      if (a.Has(n))
+        node.SetFloats(n,
+                       a.Find(n)->floats_size() ? a.Floats(n) : std::vector<float>{a.Float(n, 0)});
   };
   auto known = [&](std::initializer_list<const char*> names) -> Status {
     for (const auto& attr : proto.attribute()) {
@@ -407,10 +461,13 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       return InvalidArgument("{}: Dropout needs an input and an output", where);
     if (node.inputs.size() > 2 && node.inputs[2] >= 0) {
       const Value& training = graph_.values[static_cast<size_t>(node.inputs[2])];
-      if (!training.constant || training.constant->bytes.empty() || training.constant->bytes[0] != 0)
-        return Unsupported("{}: training mode (random dropout) is not supported; export in eval mode", where);
+      if (!training.constant || training.constant->bytes.empty() ||
+          training.constant->bytes[0] != 0)
+        return Unsupported(
+            "{}: training mode (random dropout) is not supported; export in eval mode", where);
     }
-    if (node.outputs.size() > 1) return Unsupported("{}: the Dropout mask output (bool) is not supported", where);
+    if (node.outputs.size() > 1)
+      return Unsupported("{}: the Dropout mask output (bool) is not supported", where);
     node.op = OpType::kIdentity;
     node.inputs.resize(1);
     return Status::Ok();
@@ -424,18 +481,46 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       return InvalidArgument("{}: the first input is missing", where);
   if (node.outputs.empty()) return InvalidArgument("{}: the node has no outputs", where);
   switch (node.op) {
-    case OpType::kIdentity: case OpType::kRelu: case OpType::kSigmoid: case OpType::kTanh:
-    case OpType::kExp: case OpType::kLog: case OpType::kSqrt: case OpType::kNeg: case OpType::kAbs:
-    case OpType::kErf: case OpType::kReciprocal: case OpType::kFloor: case OpType::kCeil:
-    case OpType::kSign: case OpType::kSin: case OpType::kCos: case OpType::kSoftplus:
-    case OpType::kSoftsign: case OpType::kMish: case OpType::kHardSwish: case OpType::kRound:
-    case OpType::kMatMul: case OpType::kPRelu: case OpType::kGlobalAveragePool:
-    case OpType::kGlobalMaxPool: case OpType::kShape: case OpType::kExpand: case OpType::kRange:
-    case OpType::kSum: case OpType::kMax: case OpType::kMin: case OpType::kMean:
+    case OpType::kIdentity:
+    case OpType::kRelu:
+    case OpType::kSigmoid:
+    case OpType::kTanh:
+    case OpType::kExp:
+    case OpType::kLog:
+    case OpType::kSqrt:
+    case OpType::kNeg:
+    case OpType::kAbs:
+    case OpType::kErf:
+    case OpType::kReciprocal:
+    case OpType::kFloor:
+    case OpType::kCeil:
+    case OpType::kSign:
+    case OpType::kSin:
+    case OpType::kCos:
+    case OpType::kSoftplus:
+    case OpType::kSoftsign:
+    case OpType::kMish:
+    case OpType::kHardSwish:
+    case OpType::kRound:
+    case OpType::kMatMul:
+    case OpType::kPRelu:
+    case OpType::kGlobalAveragePool:
+    case OpType::kGlobalMaxPool:
+    case OpType::kShape:
+    case OpType::kExpand:
+    case OpType::kRange:
+    case OpType::kSum:
+    case OpType::kMax:
+    case OpType::kMin:
+    case OpType::kMean:
       MLC_RETURN_IF_ERROR(known({"start", "end", "consumed_inputs"}));
       copy_ints({"start", "end"});
       return Status::Ok();
-    case OpType::kAdd: case OpType::kSub: case OpType::kMul: case OpType::kDiv: case OpType::kPow:
+    case OpType::kAdd:
+    case OpType::kSub:
+    case OpType::kMul:
+    case OpType::kDiv:
+    case OpType::kPow:
       if (a.Has("broadcast") && a.Int("broadcast", 0) != 0 && a.Has("axis"))
         return Unsupported("{}: legacy broadcast with an axis (opset < 7)", where);
       MLC_RETURN_IF_ERROR(known({"broadcast", "consumed_inputs"}));
@@ -444,11 +529,15 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       MLC_RETURN_IF_ERROR(known({"fmod"}));
       copy_ints({"fmod"});
       return Status::Ok();
-    case OpType::kLeakyRelu: case OpType::kElu: case OpType::kCelu: case OpType::kThresholdedRelu:
+    case OpType::kLeakyRelu:
+    case OpType::kElu:
+    case OpType::kCelu:
+    case OpType::kThresholdedRelu:
       MLC_RETURN_IF_ERROR(known({"alpha"}));
       copy_floats({"alpha"});
       return Status::Ok();
-    case OpType::kHardSigmoid: case OpType::kSelu:
+    case OpType::kHardSigmoid:
+    case OpType::kSelu:
       MLC_RETURN_IF_ERROR(known({"alpha", "beta", "gamma"}));
       copy_floats({"alpha", "beta", "gamma"});
       return Status::Ok();
@@ -460,7 +549,9 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
         if (a.Has("max")) set_input(2, ConstF32(node.name + "_max", {a.Float("max", 0)}, true));
       }
       return Status::Ok();
-    case OpType::kSoftmax: case OpType::kLogSoftmax: case OpType::kHardmax:
+    case OpType::kSoftmax:
+    case OpType::kLogSoftmax:
+    case OpType::kHardmax:
       MLC_RETURN_IF_ERROR(known({"axis"}));
       node.SetInts("axis", {a.Int("axis", opset_ < 13 ? 1 : -1)});
       node.SetInts("coerce_2d", {opset_ < 13 ? 1 : 0});
@@ -470,18 +561,23 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       int64_t to = a.Int("to", 0);
       if (const auto* t = a.Find("to"); t && t->type() == onnx::AttributeProto::STRING)
         return Unsupported("{}: Cast with a string 'to' (opset < 6)", where);
-      if (to != 1 && to != 7) return Unsupported("{}: cast to element type {} is not supported", where, OnnxTypeName(static_cast<int>(to)));
+      if (to != 1 && to != 7)
+        return Unsupported("{}: cast to element type {} is not supported", where,
+                           OnnxTypeName(static_cast<int>(to)));
       node.SetInts("to", {to});
       return Status::Ok();
     }
     case OpType::kConv:
-      MLC_RETURN_IF_ERROR(known({"auto_pad", "kernel_shape", "strides", "pads", "dilations", "group"}));
+      MLC_RETURN_IF_ERROR(
+          known({"auto_pad", "kernel_shape", "strides", "pads", "dilations", "group"}));
       copy_ints({"kernel_shape", "strides", "pads", "dilations", "group"});
       return ResolveAutoPad(proto, node, a.Str("auto_pad", "NOTSET"));
-    case OpType::kMaxPool: case OpType::kAveragePool:
-      MLC_RETURN_IF_ERROR(known({"auto_pad", "kernel_shape", "strides", "pads", "dilations", "ceil_mode",
-                                 "storage_order", "count_include_pad"}));
-      copy_ints({"kernel_shape", "strides", "pads", "dilations", "ceil_mode", "storage_order", "count_include_pad"});
+    case OpType::kMaxPool:
+    case OpType::kAveragePool:
+      MLC_RETURN_IF_ERROR(known({"auto_pad", "kernel_shape", "strides", "pads", "dilations",
+                                 "ceil_mode", "storage_order", "count_include_pad"}));
+      copy_ints({"kernel_shape", "strides", "pads", "dilations", "ceil_mode", "storage_order",
+                 "count_include_pad"});
       return ResolveAutoPad(proto, node, a.Str("auto_pad", "NOTSET"));
     case OpType::kGemm:
       MLC_RETURN_IF_ERROR(known({"alpha", "beta", "transA", "transB", "broadcast"}));
@@ -489,10 +585,13 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       copy_floats({"alpha", "beta"});
       return Status::Ok();
     case OpType::kBatchNormalization:
-      MLC_RETURN_IF_ERROR(known({"epsilon", "momentum", "training_mode", "spatial", "is_test", "consumed_inputs"}));
-      if (a.Has("spatial") && a.Int("spatial", 1) != 1) return Unsupported("{}: spatial=0 is not supported", where);
+      MLC_RETURN_IF_ERROR(
+          known({"epsilon", "momentum", "training_mode", "spatial", "is_test", "consumed_inputs"}));
+      if (a.Has("spatial") && a.Int("spatial", 1) != 1)
+        return Unsupported("{}: spatial=0 is not supported", where);
       if (node.outputs.size() > 1 && opset_ < 14)
-        return Unsupported("{}: training outputs of BatchNormalization before opset 14 are not supported", where);
+        return Unsupported(
+            "{}: training outputs of BatchNormalization before opset 14 are not supported", where);
       copy_floats({"epsilon", "momentum"});
       copy_ints({"training_mode"});
       return Status::Ok();
@@ -500,7 +599,9 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       MLC_RETURN_IF_ERROR(known({"epsilon"}));
       copy_floats({"epsilon"});
       return Status::Ok();
-    case OpType::kConcat: case OpType::kFlatten: case OpType::kGather:
+    case OpType::kConcat:
+    case OpType::kFlatten:
+    case OpType::kGather:
       MLC_RETURN_IF_ERROR(known({"axis"}));
       copy_ints({"axis"});
       return Status::Ok();
@@ -513,7 +614,8 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       if (a.Has("shape")) set_input(1, ConstI64(node.name + "_shape", a.Ints("shape")));
       copy_ints({"allowzero"});
       return Status::Ok();
-    case OpType::kSqueeze: case OpType::kUnsqueeze:
+    case OpType::kSqueeze:
+    case OpType::kUnsqueeze:
       MLC_RETURN_IF_ERROR(known({"axes"}));
       if (a.Has("axes")) set_input(1, ConstI64(node.name + "_axes", a.Ints("axes")));
       return Status::Ok();
@@ -531,14 +633,23 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
         MLC_ASSIGN_OR_RETURN(Tensor t, TensorFromProto(v->t(), where + " value"));
         if (t.NumElements() != 1) return InvalidArgument("{}: value must hold one element", where);
         node.SetInts("dtype", {static_cast<int64_t>(t.dtype)});
-        if (t.dtype == DType::kFloat32) node.SetFloats("value", {t.Data<float>()[0]});
-        else node.SetInts("value", {t.Data<int64_t>()[0]});
+        if (t.dtype == DType::kFloat32)
+          node.SetFloats("value", {t.Data<float>()[0]});
+        else
+          node.SetInts("value", {t.Data<int64_t>()[0]});
       }
       return Status::Ok();
     }
-    case OpType::kReduceMean: case OpType::kReduceSum: case OpType::kReduceMax: case OpType::kReduceMin:
-    case OpType::kReduceProd: case OpType::kReduceL1: case OpType::kReduceL2: case OpType::kReduceSumSquare:
-    case OpType::kReduceLogSum: case OpType::kReduceLogSumExp:
+    case OpType::kReduceMean:
+    case OpType::kReduceSum:
+    case OpType::kReduceMax:
+    case OpType::kReduceMin:
+    case OpType::kReduceProd:
+    case OpType::kReduceL1:
+    case OpType::kReduceL2:
+    case OpType::kReduceSumSquare:
+    case OpType::kReduceLogSum:
+    case OpType::kReduceLogSumExp:
       MLC_RETURN_IF_ERROR(known({"axes", "keepdims", "noop_with_empty_axes"}));
       copy_ints({"axes", "keepdims", "noop_with_empty_axes"});
       if (node.inputs.size() > 1) {
@@ -558,10 +669,12 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       if (mode_code < 0) return Unsupported("{}: pad mode '{}' is not supported", where, mode);
       node.SetInts("mode", {mode_code});
       if (opset_ < 11) {
-        set_input(1, ConstI64(node.name + "_pads", a.Has("pads") ? a.Ints("pads") : a.Ints("paddings")));
+        set_input(
+            1, ConstI64(node.name + "_pads", a.Has("pads") ? a.Ints("pads") : a.Ints("paddings")));
         set_input(2, ConstF32(node.name + "_value", {a.Float("value", 0)}, true));
       }
-      if (node.inputs.size() > 3) return Unsupported("{}: Pad axes input (opset 18) is not supported", where);
+      if (node.inputs.size() > 3)
+        return Unsupported("{}: Pad axes input (opset 18) is not supported", where);
       return Status::Ok();
     }
     case OpType::kSplit:
@@ -573,7 +686,8 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
     case OpType::kTile:
       MLC_RETURN_IF_ERROR(known({}));
       return Status::Ok();
-    case OpType::kArgMax: case OpType::kArgMin:
+    case OpType::kArgMax:
+    case OpType::kArgMin:
       MLC_RETURN_IF_ERROR(known({"axis", "keepdims", "select_last_index"}));
       copy_ints({"axis", "keepdims", "select_last_index"});
       return Status::Ok();
@@ -585,7 +699,8 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       MLC_RETURN_IF_ERROR(known({"blocksize", "mode"}));
       copy_ints({"blocksize"});
       std::string mode = a.Str("mode", "DCR");
-      if (mode != "DCR" && mode != "CRD") return InvalidArgument("{}: mode '{}' is not DCR or CRD", where, mode);
+      if (mode != "DCR" && mode != "CRD")
+        return InvalidArgument("{}: mode '{}' is not DCR or CRD", where, mode);
       node.SetInts("mode", {mode == "CRD" ? 1 : 0});
       return Status::Ok();
     }
@@ -612,7 +727,8 @@ Result<std::optional<std::vector<Dim>>> Importer::SymbolicValues(int value) {
   if (v.symbolic) return v.symbolic;
   if (v.constant && v.constant->dtype == DType::kInt64 && v.constant->NumElements() <= 64) {
     std::vector<Dim> dims;
-    for (int64_t i = 0; i < v.constant->NumElements(); ++i) dims.push_back(Dim{v.constant->Data<int64_t>()[i], false});
+    for (int64_t i = 0; i < v.constant->NumElements(); ++i)
+      dims.push_back(Dim{v.constant->Data<int64_t>()[i], false});
     return std::optional<std::vector<Dim>>(dims);
   }
   return std::optional<std::vector<Dim>>{};
@@ -623,14 +739,17 @@ Result<std::optional<std::vector<Dim>>> Importer::SymbolicValues(int value) {
 bool Importer::TrySymbolic(const Node& node) {
   if (node.outputs.size() != 1) return false;
   Value& out = graph_.values[static_cast<size_t>(node.outputs[0])];
-  if (out.type.dtype != DType::kInt64 || out.type.shape.size() > 1 || engine::HasBatchDim(out.type.shape)) return false;
+  if (out.type.dtype != DType::kInt64 || out.type.shape.size() > 1 ||
+      engine::HasBatchDim(out.type.shape))
+    return false;
   std::vector<std::optional<std::vector<Dim>>> in;
   bool any_symbolic = false;
   for (size_t i = 0; i < node.inputs.size(); ++i) {
     auto r = SymbolicValues(node.inputs[i]);
     if (!r.ok()) return false;
     in.push_back(*r);
-    if (node.inputs[i] >= 0 && graph_.values[static_cast<size_t>(node.inputs[i])].symbolic) any_symbolic = true;
+    if (node.inputs[i] >= 0 && graph_.values[static_cast<size_t>(node.inputs[i])].symbolic)
+      any_symbolic = true;
   }
   std::vector<Dim> result;
   switch (node.op) {
@@ -646,8 +765,12 @@ bool Importer::TrySymbolic(const Node& node) {
       any_symbolic = true;
       break;
     }
-    case OpType::kIdentity: case OpType::kUnsqueeze: case OpType::kSqueeze: case OpType::kCast:
-    case OpType::kReshape: case OpType::kFlatten:
+    case OpType::kIdentity:
+    case OpType::kUnsqueeze:
+    case OpType::kSqueeze:
+    case OpType::kCast:
+    case OpType::kReshape:
+    case OpType::kFlatten:
       if (!in[0] || !any_symbolic) return false;
       result = *in[0];
       break;
@@ -682,14 +805,19 @@ bool Importer::TrySymbolic(const Node& node) {
       for (int64_t i = s; i < e; ++i) result.push_back((*in[0])[static_cast<size_t>(i)]);
       break;
     }
-    case OpType::kMul: case OpType::kDiv: case OpType::kAdd: case OpType::kSub: {
+    case OpType::kMul:
+    case OpType::kDiv:
+    case OpType::kAdd:
+    case OpType::kSub: {
       if (!any_symbolic || !in[0] || !in[1]) return false;
       size_t n = std::max(in[0]->size(), in[1]->size());
       for (size_t i = 0; i < n; ++i) {
         const Dim& x = in[0]->size() == 1 ? (*in[0])[0] : (*in[0])[i];
         const Dim& y = in[1]->size() == 1 ? (*in[1])[0] : (*in[1])[i];
         Dim r;
-        if ((in[0]->size() != 1 && in[0]->size() != n) || (in[1]->size() != 1 && in[1]->size() != n)) return false;
+        if ((in[0]->size() != 1 && in[0]->size() != n) ||
+            (in[1]->size() != 1 && in[1]->size() != n))
+          return false;
         if (!ScalarDimOp(x, y, node.op, &r)) return false;
         result.push_back(r);
       }
@@ -714,7 +842,8 @@ bool Importer::TrySymbolic(const Node& node) {
 // A Reshape/Expand whose shape input is symbolic gets an equivalent constant: batch-dependent
 // entries become 0 (copy the input dim) or -1 (infer).
 Status Importer::MaterializeShapeParameter(Node& node) {
-  if ((node.op != OpType::kReshape && node.op != OpType::kExpand) || node.inputs.size() < 2 || node.inputs[1] < 0)
+  if ((node.op != OpType::kReshape && node.op != OpType::kExpand) || node.inputs.size() < 2 ||
+      node.inputs[1] < 0)
     return Status::Ok();
   const Value& shape_value = graph_.values[static_cast<size_t>(node.inputs[1])];
   if (!shape_value.symbolic) return Status::Ok();
@@ -729,11 +858,15 @@ Status Importer::MaterializeShapeParameter(Node& node) {
       } else if (i >= offset && input[i - offset] == target[i]) {
         encoded.push_back(1);
       } else {
-        return Unsupported("node '{}' (Expand): target shape depends on the batch size in a way that cannot be expressed", node.name);
+        return Unsupported(
+            "node '{}' (Expand): target shape depends on the batch size in a way that cannot be "
+            "expressed",
+            node.name);
       }
     }
   } else {
-    if (node.Int("allowzero", 0) != 0) return Unsupported("node '{}' (Reshape): allowzero with a batch-dependent shape", node.name);
+    if (node.Int("allowzero", 0) != 0)
+      return Unsupported("node '{}' (Reshape): allowzero with a batch-dependent shape", node.name);
     int batch_entries = 0;
     for (size_t i = 0; i < target.size(); ++i) {
       if (!target[i].batch) {
@@ -746,7 +879,8 @@ Status Importer::MaterializeShapeParameter(Node& node) {
       }
     }
     if (batch_entries > 1)
-      return Unsupported("node '{}' (Reshape): more than one batch-dependent dimension to infer", node.name);
+      return Unsupported("node '{}' (Reshape): more than one batch-dependent dimension to infer",
+                         node.name);
   }
   node.inputs[1] = ConstI64(node.name + "_shape", encoded);
   return Status::Ok();
@@ -757,8 +891,10 @@ Status Importer::Emit(Node node) {
   for (size_t i = 0; i < node.inputs.size(); ++i) {
     int v = node.inputs[i];
     if (v >= 0 && IsParameterSlot(node.op, i) && graph_.values[static_cast<size_t>(v)].symbolic)
-      return Unsupported("node '{}' ({}): input {} depends on the batch size; compile with a fixed batch (--batch)",
-                         node.name, engine::OpTypeName(node.op), i);
+      return Unsupported(
+          "node '{}' ({}): input {} depends on the batch size; compile with a fixed batch "
+          "(--batch)",
+          node.name, engine::OpTypeName(node.op), i);
   }
   MLC_RETURN_IF_ERROR(InferNode(graph_, node));
   // Constant folding: every input known -> evaluate now with the reference kernels.
@@ -772,11 +908,14 @@ Status Importer::Emit(Node node) {
   if (all_constant) {
     int64_t out_elements = 0;
     for (int v : node.outputs)
-      out_elements += engine::HasBatchDim(graph_.values[static_cast<size_t>(v)].type.shape) ? kMaxFoldElements + 1 : [&] {
-        int64_t n = 1;
-        for (const Dim& d : graph_.values[static_cast<size_t>(v)].type.shape) n *= d.value;
-        return n;
-      }();
+      out_elements += engine::HasBatchDim(graph_.values[static_cast<size_t>(v)].type.shape)
+                          ? kMaxFoldElements + 1
+                          : [&] {
+                              int64_t n = 1;
+                              for (const Dim& d : graph_.values[static_cast<size_t>(v)].type.shape)
+                                n *= d.value;
+                              return n;
+                            }();
     if (out_elements <= kMaxFoldElements) {
       std::vector<const Tensor*> inputs;
       Tensor shape_input;
@@ -798,8 +937,10 @@ Status Importer::Emit(Node node) {
       plan_node.attrs = node.attrs;
       plan_node.outputs.assign(node.outputs.begin(), node.outputs.end());
       std::vector<Tensor> results;
-      MLC_RETURN_IF_ERROR(engine::EvaluateNode(plan_node, inputs, &results, engine::KernelOptions{false}));
-      for (size_t i = 0; i < node.outputs.size(); ++i) graph_.values[static_cast<size_t>(node.outputs[i])].constant = std::move(results[i]);
+      MLC_RETURN_IF_ERROR(
+          engine::EvaluateNode(plan_node, inputs, &results, engine::KernelOptions{false}));
+      for (size_t i = 0; i < node.outputs.size(); ++i)
+        graph_.values[static_cast<size_t>(node.outputs[i])].constant = std::move(results[i]);
       if (report_) report_->folded_nodes++;
       return Status::Ok();
     }
@@ -830,15 +971,16 @@ Result<engine::Plan> EmitPlan(Graph& g, const std::string& model_name) {
     Value& value = g.values[static_cast<size_t>(v)];
     int32_t t;
     if (value.constant) {
-      t = plan.AddConstant(value.name, value.constant->dtype, engine::FixedShape(value.constant->dims),
-                           value.constant->bytes.data());
+      t = plan.AddConstant(value.name, value.constant->dtype,
+                           engine::FixedShape(value.constant->dims), value.constant->bytes.data());
       value.constant->bytes = {};  // the plan holds the bytes now
     } else {
       engine::PlanTensor pt;
       pt.name = value.name;
       pt.type = value.type;
-      pt.kind = value.graph_input ? engine::TensorKind::kInput
-                : value.graph_output ? engine::TensorKind::kOutput : engine::TensorKind::kIntermediate;
+      pt.kind = value.graph_input    ? engine::TensorKind::kInput
+                : value.graph_output ? engine::TensorKind::kOutput
+                                     : engine::TensorKind::kIntermediate;
       plan.tensors.push_back(pt);
       t = static_cast<int32_t>(plan.tensors.size() - 1);
     }
@@ -864,8 +1006,8 @@ Result<engine::Plan> EmitPlan(Graph& g, const std::string& model_name) {
 
 namespace {
 
-Result<engine::Plan> CompileParsed(std::unique_ptr<onnx::ModelProto> model, const CompileOptions& options,
-                                   CompileReport* report) {
+Result<engine::Plan> CompileParsed(std::unique_ptr<onnx::ModelProto> model,
+                                   const CompileOptions& options, CompileReport* report) {
   Graph graph;
   std::string model_name;
   {
@@ -902,13 +1044,15 @@ Status CheckOptions(const CompileOptions& options) {
 
 }  // namespace
 
-Result<engine::Plan> CompileOnnx(std::string_view model_bytes, const CompileOptions& options, CompileReport* report) {
+Result<engine::Plan> CompileOnnx(std::string_view model_bytes, const CompileOptions& options,
+                                 CompileReport* report) {
   MLC_RETURN_IF_ERROR(CheckOptions(options));
   MLC_ASSIGN_OR_RETURN(auto model, ParseModel(model_bytes));
   return CompileParsed(std::move(model), options, report);
 }
 
-Result<engine::Plan> CompileOnnx(std::string&& model_bytes, const CompileOptions& options, CompileReport* report) {
+Result<engine::Plan> CompileOnnx(std::string&& model_bytes, const CompileOptions& options,
+                                 CompileReport* report) {
   MLC_RETURN_IF_ERROR(CheckOptions(options));
   Result<std::unique_ptr<onnx::ModelProto>> model = ParseModel(model_bytes);
   std::string().swap(model_bytes);  // the parsed model holds everything now
@@ -928,7 +1072,13 @@ Result<std::vector<std::string>> OnnxInputNames(std::string_view model_bytes) {
   for (const auto& input : model->graph().input()) {
     if (initializers.count(input.name())) continue;
     if (!input.type().has_tensor_type())
-      return Unsupported("input '{}' has a sequence, map or optional type; element type {} is not supported (tensors only)", input.name(), input.type().has_sequence_type() ? "sequence" : input.type().has_optional_type() ? "optional" : "map");
+      return Unsupported(
+          "input '{}' has a sequence, map or optional type; element type {} is not supported "
+          "(tensors only)",
+          input.name(),
+          input.type().has_sequence_type()   ? "sequence"
+          : input.type().has_optional_type() ? "optional"
+                                             : "map");
     names.push_back(input.name());
   }
   return names;

@@ -28,7 +28,7 @@ struct CompileOptions {
   // Values for graph inputs that feed shape parameters (a Reshape's shape, a Slice's starts, ...);
   // such inputs become constants of the plan. Used by the conformance runner.
   std::map<std::string, engine::Tensor> bound_inputs;
-  bool optimize = true;  // fusion and constant folding of activations
+  bool optimize = true;       // fusion and constant folding of activations
   bool channels_last = true;  // rewrite 2-D convolutions and pools to NHWC for the fast kernels
 };
 

@@ -3,8 +3,8 @@
 
 namespace mlcapsule::compiler {
 
-using engine::AttrKind;
 using engine::Attribute;
+using engine::AttrKind;
 
 void Node::SetInts(const std::string& key, std::vector<int64_t> v) {
   Erase(key);
@@ -53,7 +53,8 @@ int Graph::AddValue(std::string name, engine::TensorType type) {
 }
 
 int Graph::AddConstant(std::string name, engine::Tensor tensor) {
-  int id = AddValue(std::move(name), engine::TensorType{tensor.dtype, engine::FixedShape(tensor.dims)});
+  int id =
+      AddValue(std::move(name), engine::TensorType{tensor.dtype, engine::FixedShape(tensor.dims)});
   values[static_cast<size_t>(id)].constant = std::move(tensor);
   return id;
 }
@@ -75,7 +76,9 @@ std::string Graph::UniqueName(const std::string& base) {
 Status InferNode(Graph& graph, const Node& node) {
   static const engine::Plan kEmptyPlan;
   const engine::OpSchema* schema = engine::FindSchema(node.op);
-  if (schema == nullptr) return Unsupported("node '{}': operator {} is not implemented", node.name, engine::OpTypeName(node.op));
+  if (schema == nullptr)
+    return Unsupported("node '{}': operator {} is not implemented", node.name,
+                       engine::OpTypeName(node.op));
   engine::PlanNode plan_node;
   plan_node.op = node.op;
   plan_node.name = node.name;
@@ -95,9 +98,11 @@ Status InferNode(Graph& graph, const Node& node) {
   engine::NodeContext ctx(kEmptyPlan, plan_node, types, constants, options);
   int n_in = static_cast<int>(node.inputs.size()), n_out = static_cast<int>(node.outputs.size());
   if (n_in < schema->min_inputs || n_in > schema->max_inputs)
-    return ctx.Error("has {} inputs, the op takes {} to {}", n_in, schema->min_inputs, schema->max_inputs);
+    return ctx.Error("has {} inputs, the op takes {} to {}", n_in, schema->min_inputs,
+                     schema->max_inputs);
   if (n_out < schema->min_outputs || n_out > schema->max_outputs)
-    return ctx.Error("has {} outputs, the op takes {} to {}", n_out, schema->min_outputs, schema->max_outputs);
+    return ctx.Error("has {} outputs, the op takes {} to {}", n_out, schema->min_outputs,
+                     schema->max_outputs);
   for (const engine::Attribute& a : node.attrs) {
     bool allowed = false;
     for (std::string_view name : schema->attrs) allowed |= name == a.name;

@@ -13,24 +13,42 @@ using engine::Tensor;
 
 const char* OnnxTypeName(int data_type) {
   switch (data_type) {
-    case 0: return "undefined";
-    case 1: return "float32";
-    case 2: return "uint8";
-    case 3: return "int8";
-    case 4: return "uint16";
-    case 5: return "int16";
-    case 6: return "int32";
-    case 7: return "int64";
-    case 8: return "string";
-    case 9: return "bool";
-    case 10: return "float16";
-    case 11: return "float64";
-    case 12: return "uint32";
-    case 13: return "uint64";
-    case 14: return "complex64";
-    case 15: return "complex128";
-    case 16: return "bfloat16";
-    default: return "unknown";
+    case 0:
+      return "undefined";
+    case 1:
+      return "float32";
+    case 2:
+      return "uint8";
+    case 3:
+      return "int8";
+    case 4:
+      return "uint16";
+    case 5:
+      return "int16";
+    case 6:
+      return "int32";
+    case 7:
+      return "int64";
+    case 8:
+      return "string";
+    case 9:
+      return "bool";
+    case 10:
+      return "float16";
+    case 11:
+      return "float64";
+    case 12:
+      return "uint32";
+    case 13:
+      return "uint64";
+    case 14:
+      return "complex64";
+    case 15:
+      return "complex128";
+    case 16:
+      return "bfloat16";
+    default:
+      return "unknown";
   }
 }
 
@@ -39,10 +57,11 @@ Result<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std::string
     return Unsupported("{} uses external data, which is not supported (embed the weights)", what);
   int type = proto.data_type();
   if (type != 1 && type != 7)
-    return Unsupported("{} has element type {}, which is not supported (float32 and int64 only)", what,
-                       OnnxTypeName(type));
+    return Unsupported("{} has element type {}, which is not supported (float32 and int64 only)",
+                       what, OnnxTypeName(type));
   if (proto.dims_size() > engine::kMaxRank)
-    return InvalidArgument("{} has rank {}, over the limit {}", what, proto.dims_size(), engine::kMaxRank);
+    return InvalidArgument("{} has rank {}, over the limit {}", what, proto.dims_size(),
+                           engine::kMaxRank);
   engine::Dims dims(proto.dims().begin(), proto.dims().end());
   MLC_ASSIGN_OR_RETURN(int64_t n, engine::CheckedNumElements(dims, what));
   Tensor t;
@@ -51,31 +70,34 @@ Result<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std::string
   const size_t elem = engine::DTypeSize(t.dtype);
   if (proto.has_raw_data()) {
     if (proto.raw_data().size() != static_cast<size_t>(n) * elem)
-      return InvalidArgument("{} raw data has {} bytes, shape {} needs {}", what, proto.raw_data().size(),
-                             engine::DimsToString(dims), static_cast<size_t>(n) * elem);
+      return InvalidArgument("{} raw data has {} bytes, shape {} needs {}", what,
+                             proto.raw_data().size(), engine::DimsToString(dims),
+                             static_cast<size_t>(n) * elem);
     t.bytes.assign(proto.raw_data().begin(), proto.raw_data().end());
     return t;
   }
   // Sizes are compared before allocating: a declared shape is not trusted to fit the data.
   if (type == 1) {
     if (proto.float_data_size() != n)
-      return InvalidArgument("{} has {} float values, shape {} needs {}", what, proto.float_data_size(),
-                             engine::DimsToString(dims), n);
+      return InvalidArgument("{} has {} float values, shape {} needs {}", what,
+                             proto.float_data_size(), engine::DimsToString(dims), n);
     t.bytes.resize(static_cast<size_t>(n) * elem);
     if (n) std::memcpy(t.bytes.data(), proto.float_data().data(), t.bytes.size());
   } else {
     if (proto.int64_data_size() != n)
-      return InvalidArgument("{} has {} int64 values, shape {} needs {}", what, proto.int64_data_size(),
-                             engine::DimsToString(dims), n);
+      return InvalidArgument("{} has {} int64 values, shape {} needs {}", what,
+                             proto.int64_data_size(), engine::DimsToString(dims), n);
     t.bytes.resize(static_cast<size_t>(n) * elem);
     if (n) std::memcpy(t.bytes.data(), proto.int64_data().data(), t.bytes.size());
   }
   return t;
 }
 
-Result<Tensor> ParseTensorProto(std::string_view bytes, const std::string& what, std::string* name) {
+Result<Tensor> ParseTensorProto(std::string_view bytes, const std::string& what,
+                                std::string* name) {
   onnx::TensorProto proto;
-  if (bytes.size() > kMaxModelBytes || !proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+  if (bytes.size() > kMaxModelBytes ||
+      !proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
     return InvalidArgument("{} is not a valid ONNX TensorProto", what);
   if (name) *name = proto.name();
   return TensorFromProto(proto, what);
@@ -110,7 +132,8 @@ Result<Tensor> ParseNpy(std::string_view bytes, const std::string& what) {
   uint8_t major = static_cast<uint8_t>(bytes[6]);
   size_t header_len = 0, offset = 0;
   if (major == 1) {
-    header_len = static_cast<uint8_t>(bytes[8]) | (static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8);
+    header_len =
+        static_cast<uint8_t>(bytes[8]) | (static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8);
     offset = 10;
   } else if (major == 2 || major == 3) {
     if (bytes.size() < 12) return DataLoss("{} is truncated", what);
@@ -121,7 +144,8 @@ Result<Tensor> ParseNpy(std::string_view bytes, const std::string& what) {
   } else {
     return Unsupported("{} has .npy version {}", what, major);
   }
-  if (header_len > 65536 || offset + header_len > bytes.size()) return DataLoss("{} header is truncated", what);
+  if (header_len > 65536 || offset + header_len > bytes.size())
+    return DataLoss("{} header is truncated", what);
   std::string header(bytes.substr(offset, header_len));
   auto field = [&](const std::string& key) -> std::string {
     size_t k = header.find("'" + key + "'");
@@ -141,7 +165,8 @@ Result<Tensor> ParseNpy(std::string_view bytes, const std::string& what) {
   } else if (descr == "'<i8'") {
     t.dtype = DType::kInt64;
   } else {
-    return Unsupported("{} has dtype {}, only '<f4' (float32) and '<i8' (int64) are supported", what, descr);
+    return Unsupported("{} has dtype {}, only '<f4' (float32) and '<i8' (int64) are supported",
+                       what, descr);
   }
   if (order != "False") return Unsupported("{} is Fortran-ordered", what);
   if (shape.size() < 2 || shape.front() != '(') return InvalidArgument("{} has no shape", what);
@@ -149,14 +174,17 @@ Result<Tensor> ParseNpy(std::string_view bytes, const std::string& what) {
   size_t pos = 0;
   while (pos < inner.size()) {
     size_t comma = inner.find(',', pos);
-    std::string item = inner.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string item =
+        inner.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     item.erase(0, item.find_first_not_of(' '));
     if (!item.empty()) {
       char* end = nullptr;
       long long v = std::strtoll(item.c_str(), &end, 10);
-      if (end == item.c_str() || v < 0) return InvalidArgument("{} has a bad shape entry '{}'", what, item);
+      if (end == item.c_str() || v < 0)
+        return InvalidArgument("{} has a bad shape entry '{}'", what, item);
       t.dims.push_back(v);
-      if (t.dims.size() > static_cast<size_t>(engine::kMaxRank)) return InvalidArgument("{} rank is over {}", what, engine::kMaxRank);
+      if (t.dims.size() > static_cast<size_t>(engine::kMaxRank))
+        return InvalidArgument("{} rank is over {}", what, engine::kMaxRank);
     }
     if (comma == std::string::npos) break;
     pos = comma + 1;
@@ -165,15 +193,17 @@ Result<Tensor> ParseNpy(std::string_view bytes, const std::string& what) {
   size_t need = static_cast<size_t>(n) * engine::DTypeSize(t.dtype);
   size_t data_offset = offset + header_len;
   if (bytes.size() - data_offset != need)
-    return InvalidArgument("{} holds {} data bytes, shape {} needs {}", what, bytes.size() - data_offset,
-                           engine::DimsToString(t.dims), need);
+    return InvalidArgument("{} holds {} data bytes, shape {} needs {}", what,
+                           bytes.size() - data_offset, engine::DimsToString(t.dims), need);
   t.bytes.assign(bytes.begin() + static_cast<std::ptrdiff_t>(data_offset), bytes.end());
   return t;
 }
 
 std::string SerializeNpy(const Tensor& tensor) {
   std::string shape = "(";
-  for (size_t i = 0; i < tensor.dims.size(); ++i) shape += std::to_string(tensor.dims[i]) + (tensor.dims.size() == 1 ? "," : (i + 1 < tensor.dims.size() ? ", " : ""));
+  for (size_t i = 0; i < tensor.dims.size(); ++i)
+    shape += std::to_string(tensor.dims[i]) +
+             (tensor.dims.size() == 1 ? "," : (i + 1 < tensor.dims.size() ? ", " : ""));
   shape += ")";
   std::string header = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
                                    tensor.dtype == DType::kFloat32 ? "<f4" : "<i8", shape);

@@ -67,7 +67,9 @@ bool FuseConvBatchNorm(Graph& g) {
     if (p < 0) continue;
     Node& conv = g.nodes[static_cast<size_t>(p)];
     if (conv.op != OpType::kConv || SoleConsumer(g, consumers, x) < 0) continue;
-    if (!IsConst(g, conv.inputs[1]) || (conv.inputs.size() > 2 && conv.inputs[2] >= 0 && !IsConst(g, conv.inputs[2]))) continue;
+    if (!IsConst(g, conv.inputs[1]) ||
+        (conv.inputs.size() > 2 && conv.inputs[2] >= 0 && !IsConst(g, conv.inputs[2])))
+      continue;
     if (conv.Find("output_min") || conv.Find("output_max")) continue;
     bool params_const = true;
     for (int i = 1; i <= 4; ++i) params_const &= IsConst(g, bn.inputs[static_cast<size_t>(i)]);
@@ -82,11 +84,15 @@ bool FuseConvBatchNorm(Graph& g) {
     const float* var = V(g, bn.inputs[4]).constant->Data<float>();
     Tensor new_w = w;
     Tensor new_b = Tensor::Make(DType::kFloat32, {m});
-    const float* old_b = conv.inputs.size() > 2 && conv.inputs[2] >= 0 ? V(g, conv.inputs[2]).constant->Data<float>() : nullptr;
+    const float* old_b = conv.inputs.size() > 2 && conv.inputs[2] >= 0
+                             ? V(g, conv.inputs[2]).constant->Data<float>()
+                             : nullptr;
     for (int64_t o = 0; o < m; ++o) {
       const double s = static_cast<double>(scale[o]) / std::sqrt(static_cast<double>(var[o]) + eps);
-      for (int64_t k = 0; k < per; ++k) new_w.Data<float>()[o * per + k] = static_cast<float>(w.Data<float>()[o * per + k] * s);
-      new_b.Data<float>()[o] = static_cast<float>(((old_b ? old_b[o] : 0.0) - mean[o]) * s + shift[o]);
+      for (int64_t k = 0; k < per; ++k)
+        new_w.Data<float>()[o * per + k] = static_cast<float>(w.Data<float>()[o * per + k] * s);
+      new_b.Data<float>()[o] =
+          static_cast<float>(((old_b ? old_b[o] : 0.0) - mean[o]) * s + shift[o]);
     }
     const int old_w = conv.inputs[1];
     const int old_bias = conv.inputs.size() > 2 ? conv.inputs[2] : -1;
@@ -123,15 +129,18 @@ bool MakeFullyConnected(Graph& g) {
         if (!IsConst(g, n.inputs[2])) continue;
         const Tensor& c = *V(g, n.inputs[2]).constant;
         const int64_t cn = c.NumElements();
-        const bool row = c.dims.empty() || (c.dims.size() == 1) || (c.dims.size() == 2 && c.dims[0] == 1);
+        const bool row =
+            c.dims.empty() || (c.dims.size() == 1) || (c.dims.size() == 2 && c.dims[0] == 1);
         if (!row || (cn != out && cn != 1)) continue;
         bias = Tensor::Make(DType::kFloat32, {out});
-        for (int64_t o = 0; o < out; ++o) bias->Data<float>()[o] = beta * c.Data<float>()[cn == 1 ? 0 : o];
+        for (int64_t o = 0; o < out; ++o)
+          bias->Data<float>()[o] = beta * c.Data<float>()[cn == 1 ? 0 : o];
       }
       Tensor w = Tensor::Make(DType::kFloat32, {out, k});
       for (int64_t o = 0; o < out; ++o)
         for (int64_t p = 0; p < k; ++p)
-          w.Data<float>()[o * k + p] = alpha * (tb ? b.Data<float>()[o * k + p] : b.Data<float>()[p * out + o]);
+          w.Data<float>()[o * k + p] =
+              alpha * (tb ? b.Data<float>()[o * k + p] : b.Data<float>()[p * out + o]);
       std::string name = n.name;
       int w_id = g.AddConstant(g.UniqueName(name + "_w"), std::move(w));
       int b_id = bias ? g.AddConstant(g.UniqueName(name + "_b"), std::move(*bias)) : -1;
@@ -171,7 +180,9 @@ bool FuseFullyConnectedBias(Graph& g) {
       int p = producer[static_cast<size_t>(x)];
       if (p < 0 || !IsConst(g, c)) continue;
       Node& fc = g.nodes[static_cast<size_t>(p)];
-      if (fc.op != OpType::kFullyConnected || fc.inputs.size() > 2 || SoleConsumer(g, consumers, x) < 0) continue;
+      if (fc.op != OpType::kFullyConnected || fc.inputs.size() > 2 ||
+          SoleConsumer(g, consumers, x) < 0)
+        continue;
       if (fc.Find("output_min") || fc.Find("output_max")) continue;
       const Tensor& bias = *V(g, c).constant;
       const int64_t out = V(g, fc.inputs[1]).constant->dims[0];
@@ -179,7 +190,10 @@ bool FuseFullyConnectedBias(Graph& g) {
       for (size_t d = 0; d + 1 < bias.dims.size(); ++d) leading_ones &= bias.dims[d] == 1;
       if (!leading_ones || bias.dims.empty() || bias.dims.back() != out) continue;
       if (bias.dims.size() > V(g, x).type.shape.size()) continue;
-      fc.inputs.push_back(g.AddConstant(g.UniqueName(fc.name + "_b"), Tensor::FromFloats({out}, std::vector<float>(bias.Data<float>(), bias.Data<float>() + out))));
+      fc.inputs.push_back(g.AddConstant(
+          g.UniqueName(fc.name + "_b"),
+          Tensor::FromFloats({out},
+                             std::vector<float>(bias.Data<float>(), bias.Data<float>() + out))));
       g.nodes[static_cast<size_t>(p)].outputs[0] = add.outputs[0];
       add.dead = true;
       changed = true;
@@ -206,8 +220,10 @@ bool FuseActivations(Graph& g) {
       bool ok = true;
       for (size_t i = 1; i < act.inputs.size(); ++i) {
         if (act.inputs[i] < 0) continue;
-        if (!IsConst(g, act.inputs[i]) || V(g, act.inputs[i]).constant->dtype != DType::kFloat32) ok = false;
-        else (i == 1 ? lo : hi) = V(g, act.inputs[i]).constant->Data<float>()[0];
+        if (!IsConst(g, act.inputs[i]) || V(g, act.inputs[i]).constant->dtype != DType::kFloat32)
+          ok = false;
+        else
+          (i == 1 ? lo : hi) = V(g, act.inputs[i]).constant->Data<float>()[0];
       }
       if (!ok || std::isnan(lo) || std::isnan(hi) || lo > hi) continue;
     } else {
@@ -217,7 +233,8 @@ bool FuseActivations(Graph& g) {
     int p = producer[static_cast<size_t>(x)];
     if (p < 0 || SoleConsumer(g, consumers, x) < 0) continue;
     Node& prod = g.nodes[static_cast<size_t>(p)];
-    if (prod.op != OpType::kConv && prod.op != OpType::kFullyConnected && prod.op != OpType::kGemm) continue;
+    if (prod.op != OpType::kConv && prod.op != OpType::kFullyConnected && prod.op != OpType::kGemm)
+      continue;
     float old_lo = prod.Float("output_min", -std::numeric_limits<float>::infinity());
     float old_hi = prod.Float("output_max", std::numeric_limits<float>::infinity());
     float new_lo = std::max(old_lo, lo), new_hi = std::min(old_hi, hi);
@@ -282,10 +299,23 @@ namespace {
 
 bool IsUnaryLayoutFree(OpType op) {
   switch (op) {
-    case OpType::kRelu: case OpType::kSigmoid: case OpType::kTanh: case OpType::kHardSwish:
-    case OpType::kHardSigmoid: case OpType::kLeakyRelu: case OpType::kIdentity: case OpType::kElu:
-    case OpType::kExp: case OpType::kAbs: case OpType::kNeg: case OpType::kSqrt: case OpType::kErf:
-    case OpType::kSoftplus: case OpType::kMish: case OpType::kSelu: case OpType::kCelu:
+    case OpType::kRelu:
+    case OpType::kSigmoid:
+    case OpType::kTanh:
+    case OpType::kHardSwish:
+    case OpType::kHardSigmoid:
+    case OpType::kLeakyRelu:
+    case OpType::kIdentity:
+    case OpType::kElu:
+    case OpType::kExp:
+    case OpType::kAbs:
+    case OpType::kNeg:
+    case OpType::kSqrt:
+    case OpType::kErf:
+    case OpType::kSoftplus:
+    case OpType::kMish:
+    case OpType::kSelu:
+    case OpType::kCelu:
       return true;
     default:
       return false;
@@ -320,14 +350,17 @@ class ChannelsLastRewriter {
   }
 
  private:
-  bool Is4d(int v) { return v >= 0 && V(g_, v).type.shape.size() == 4 && V(g_, v).type.dtype == DType::kFloat32; }
+  bool Is4d(int v) {
+    return v >= 0 && V(g_, v).type.shape.size() == 4 && V(g_, v).type.dtype == DType::kFloat32;
+  }
   bool Twinned(int v) { return twin_.count(v) > 0; }
 
   // NHWC twin of an NCHW value, adding a transpose when there is none yet.
   int GetTwin(int v) {
     auto it = twin_.find(v);
     if (it != twin_.end()) return it->second;
-    int t = g_.AddValue(g_.UniqueName(V(g_, v).name + "_nhwc"), TensorType{DType::kFloat32, ToNhwc(V(g_, v).type.shape)});
+    int t = g_.AddValue(g_.UniqueName(V(g_, v).name + "_nhwc"),
+                        TensorType{DType::kFloat32, ToNhwc(V(g_, v).type.shape)});
     Node tr;
     tr.op = OpType::kTranspose;
     tr.name = g_.UniqueName(V(g_, v).name + "_to_nhwc");
@@ -352,7 +385,8 @@ class ChannelsLastRewriter {
     if (s[2] == Dim{1, false} && s[3] == Dim{1, false}) {
       // [N,1,1,C] and [N,C,1,1] are the same bytes: a free reshape.
       n.op = OpType::kReshape;
-      n.inputs = {t, g_.AddConstant(g_.UniqueName("nchw_shape"), Tensor::FromInt64s({4}, {0, s[1].value, 1, 1}))};
+      n.inputs = {t, g_.AddConstant(g_.UniqueName("nchw_shape"),
+                                    Tensor::FromInt64s({4}, {0, s[1].value, 1, 1}))};
     } else {
       n.op = OpType::kTranspose;
       n.inputs = {t};
@@ -365,7 +399,8 @@ class ChannelsLastRewriter {
   }
 
   int NewNhwcOutput(int nchw_value) {
-    int t = g_.AddValue(g_.UniqueName(V(g_, nchw_value).name + "_nhwc"), TensorType{DType::kFloat32, ToNhwc(V(g_, nchw_value).type.shape)});
+    int t = g_.AddValue(g_.UniqueName(V(g_, nchw_value).name + "_nhwc"),
+                        TensorType{DType::kFloat32, ToNhwc(V(g_, nchw_value).type.shape)});
     twin_[nchw_value] = t;
     lazy_.insert(nchw_value);
     return t;
@@ -399,7 +434,8 @@ class ChannelsLastRewriter {
   Status Visit(Node n) {
     const int x = n.inputs.empty() ? -1 : n.inputs[0];
     if (n.op == OpType::kConv && Is4d(x) && IsConst(g_, n.inputs[1]) &&
-        (n.inputs.size() < 3 || n.inputs[2] < 0 || IsConst(g_, n.inputs[2])) && !engine::HasBatchDim(Shape(V(g_, x).type.shape.begin() + 1, V(g_, x).type.shape.end()))) {
+        (n.inputs.size() < 3 || n.inputs[2] < 0 || IsConst(g_, n.inputs[2])) &&
+        !engine::HasBatchDim(Shape(V(g_, x).type.shape.begin() + 1, V(g_, x).type.shape.end()))) {
       const Tensor& w = *V(g_, n.inputs[1]).constant;
       Tensor ohwi = Tensor::Make(DType::kFloat32, {w.dims[0], w.dims[2], w.dims[3], w.dims[1]});
       for (int64_t o = 0; o < w.dims[0]; ++o)
@@ -412,12 +448,14 @@ class ChannelsLastRewriter {
       c.op = OpType::kConvNhwc;
       c.inputs[0] = GetTwin(x);
       c.inputs[1] = g_.AddConstant(g_.UniqueName(n.name + "_ohwi"), std::move(ohwi));
-      if (--uses_[n.inputs[1]] == 0 && !V(g_, n.inputs[1]).graph_output) V(g_, n.inputs[1]).constant.reset();
+      if (--uses_[n.inputs[1]] == 0 && !V(g_, n.inputs[1]).graph_output)
+        V(g_, n.inputs[1]).constant.reset();
       c.Erase("kernel_shape");
       c.outputs = {NewNhwcOutput(n.outputs[0])};
       return Emit(std::move(c));
     }
-    if ((n.op == OpType::kMaxPool || n.op == OpType::kAveragePool) && n.outputs.size() == 1 && Is4d(x) && Twinned(x)) {
+    if ((n.op == OpType::kMaxPool || n.op == OpType::kAveragePool) && n.outputs.size() == 1 &&
+        Is4d(x) && Twinned(x)) {
       Node p = n;
       p.op = n.op == OpType::kMaxPool ? OpType::kMaxPoolNhwc : OpType::kAveragePoolNhwc;
       p.Erase("storage_order");
@@ -432,9 +470,11 @@ class ChannelsLastRewriter {
       p.outputs = {NewNhwcOutput(n.outputs[0])};
       return Emit(std::move(p));
     }
-    if ((IsUnaryLayoutFree(n.op) || n.op == OpType::kClip) && Is4d(x) && Twinned(x) && n.outputs.size() == 1) {
+    if ((IsUnaryLayoutFree(n.op) || n.op == OpType::kClip) && Is4d(x) && Twinned(x) &&
+        n.outputs.size() == 1) {
       bool ok = true;
-      for (size_t i = 1; i < n.inputs.size(); ++i) ok &= n.inputs[i] < 0 || IsConst(g_, n.inputs[i]);
+      for (size_t i = 1; i < n.inputs.size(); ++i)
+        ok &= n.inputs[i] < 0 || IsConst(g_, n.inputs[i]);
       if (ok) {
         Node u = n;
         u.inputs[0] = twin_[x];
@@ -444,8 +484,12 @@ class ChannelsLastRewriter {
     }
     if (IsBinaryLayoutFree(n.op) && n.inputs.size() == 2 && Is4d(n.outputs[0])) {
       int a = n.inputs[0], b = n.inputs[1];
-      bool a_ok = (Is4d(a) && Twinned(a) && V(g_, a).type.shape == V(g_, n.outputs[0]).type.shape) || IsConst(g_, a);
-      bool b_ok = (Is4d(b) && Twinned(b) && V(g_, b).type.shape == V(g_, n.outputs[0]).type.shape) || IsConst(g_, b);
+      bool a_ok =
+          (Is4d(a) && Twinned(a) && V(g_, a).type.shape == V(g_, n.outputs[0]).type.shape) ||
+          IsConst(g_, a);
+      bool b_ok =
+          (Is4d(b) && Twinned(b) && V(g_, b).type.shape == V(g_, n.outputs[0]).type.shape) ||
+          IsConst(g_, b);
       if (a_ok && b_ok && (Twinned(a) || Twinned(b))) {
         Node e = n;
         for (size_t i = 0; i < 2; ++i) {
@@ -474,20 +518,23 @@ class ChannelsLastRewriter {
         return Emit(std::move(c));
       }
     }
-    if (n.op == OpType::kBatchNormalization && Is4d(x) && Twinned(x) && n.Int("training_mode", 0) == 0 &&
-        n.outputs.size() == 1) {
+    if (n.op == OpType::kBatchNormalization && Is4d(x) && Twinned(x) &&
+        n.Int("training_mode", 0) == 0 && n.outputs.size() == 1) {
       bool params = true;
       for (int i = 1; i <= 4; ++i) params &= IsConst(g_, n.inputs[static_cast<size_t>(i)]);
       if (params) {
         const int64_t c = V(g_, x).type.shape[1].value;
         const float eps = n.Float("epsilon", 1e-5f);
-        Tensor scale = Tensor::Make(DType::kFloat32, {c}), shift = Tensor::Make(DType::kFloat32, {c});
+        Tensor scale = Tensor::Make(DType::kFloat32, {c}),
+               shift = Tensor::Make(DType::kFloat32, {c});
         for (int64_t i = 0; i < c; ++i) {
-          const double s = V(g_, n.inputs[1]).constant->Data<float>()[i] /
-                           std::sqrt(static_cast<double>(V(g_, n.inputs[4]).constant->Data<float>()[i]) + eps);
+          const double s =
+              V(g_, n.inputs[1]).constant->Data<float>()[i] /
+              std::sqrt(static_cast<double>(V(g_, n.inputs[4]).constant->Data<float>()[i]) + eps);
           scale.Data<float>()[i] = static_cast<float>(s);
-          shift.Data<float>()[i] = static_cast<float>(V(g_, n.inputs[2]).constant->Data<float>()[i] -
-                                                      V(g_, n.inputs[3]).constant->Data<float>()[i] * s);
+          shift.Data<float>()[i] =
+              static_cast<float>(V(g_, n.inputs[2]).constant->Data<float>()[i] -
+                                 V(g_, n.inputs[3]).constant->Data<float>()[i] * s);
         }
         int mid = g_.AddValue(g_.UniqueName(n.name + "_scaled"), V(g_, twin_[x]).type);
         Node mul;

@@ -14,11 +14,13 @@ void ExpectNoOverlap(const std::vector<ArenaRequest>& requests, const ArenaLayou
     EXPECT_EQ(layout.offsets[a] % 64, 0u);
     EXPECT_LE(layout.offsets[a] + requests[a].bytes, layout.total_bytes);
     for (size_t b = a + 1; b < requests.size(); ++b) {
-      bool live_together = requests[a].first_step <= requests[b].last_step && requests[b].first_step <= requests[a].last_step;
+      bool live_together = requests[a].first_step <= requests[b].last_step &&
+                           requests[b].first_step <= requests[a].last_step;
       bool bytes_overlap = layout.offsets[a] < layout.offsets[b] + requests[b].bytes &&
                            layout.offsets[b] < layout.offsets[a] + requests[a].bytes;
       if (live_together && requests[a].bytes && requests[b].bytes) {
-        EXPECT_FALSE(bytes_overlap) << "requests " << a << " and " << b << " share bytes while both live";
+        EXPECT_FALSE(bytes_overlap)
+            << "requests " << a << " and " << b << " share bytes while both live";
       }
     }
   }

@@ -56,12 +56,14 @@ Status EvaluateNode(const PlanNode& node, std::span<const Tensor* const> inputs,
   int n_in = static_cast<int>(inputs.size());
   int n_out = static_cast<int>(node.outputs.size());
   if (n_in < schema->min_inputs || n_in > schema->max_inputs)
-    return ctx.Error("has {} inputs, allowed {} to {}", n_in, schema->min_inputs, schema->max_inputs);
+    return ctx.Error("has {} inputs, allowed {} to {}", n_in, schema->min_inputs,
+                     schema->max_inputs);
   if (n_out < schema->min_outputs || n_out > schema->max_outputs)
     return ctx.Error("has {} outputs, allowed {} to {}", n_out, schema->min_outputs,
                      schema->max_outputs);
   for (int i = 0; i < schema->min_inputs; ++i)
-    if (inputs[static_cast<size_t>(i)] == nullptr) return ctx.Error("required input {} is absent", i);
+    if (inputs[static_cast<size_t>(i)] == nullptr)
+      return ctx.Error("required input {} is absent", i);
   std::vector<TensorType> out_types;
   MLC_RETURN_IF_ERROR(schema->infer(ctx, &out_types));
   if (static_cast<int>(out_types.size()) < n_out)

@@ -18,7 +18,8 @@ void ParallelFor(const RunContext& ctx, int64_t count, int64_t grain, Fn&& fn) {
     fn(int64_t{0}, count);
     return;
   }
-  const int64_t tiles = std::min<int64_t>(int64_t{threads} * 4, (count + grain - 1) / std::max<int64_t>(grain, 1));
+  const int64_t tiles =
+      std::min<int64_t>(int64_t{threads} * 4, (count + grain - 1) / std::max<int64_t>(grain, 1));
   const int64_t tile = (count + tiles - 1) / tiles;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < tiles; ++t) {

@@ -72,7 +72,8 @@ class Reader {
   Status Str(std::string* out, const char* what) {
     uint32_t n = 0;
     MLC_RETURN_IF_ERROR(Pod(&n, what));
-    if (n > kMaxNameBytes) return InvalidArgument("{} length {} is over the limit {}", what, n, kMaxNameBytes);
+    if (n > kMaxNameBytes)
+      return InvalidArgument("{} length {} is over the limit {}", what, n, kMaxNameBytes);
     if (n > remaining()) return DataLoss("plan truncated reading {} at offset {}", what, pos_);
     out->assign(reinterpret_cast<const char*>(bytes_.data() + pos_), n);
     pos_ += n;
@@ -178,10 +179,13 @@ Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
     MLC_RETURN_IF_ERROR(r.Pod(&dtype, "tensor dtype"));
     MLC_RETURN_IF_ERROR(r.Pod(&kind, "tensor kind"));
     MLC_RETURN_IF_ERROR(r.Pod(&rank, "tensor rank"));
-    if (!IsKnownDType(dtype)) return InvalidArgument("tensor {} '{}' has unknown element type {}", i, t.name, dtype);
+    if (!IsKnownDType(dtype))
+      return InvalidArgument("tensor {} '{}' has unknown element type {}", i, t.name, dtype);
     if (kind > static_cast<uint8_t>(TensorKind::kConstant))
       return InvalidArgument("tensor {} '{}' has unknown kind {}", i, t.name, kind);
-    if (rank > kMaxRank) return InvalidArgument("tensor {} '{}' has rank {}, over the limit {}", i, t.name, rank, kMaxRank);
+    if (rank > kMaxRank)
+      return InvalidArgument("tensor {} '{}' has rank {}, over the limit {}", i, t.name, rank,
+                             kMaxRank);
     t.type.dtype = static_cast<DType>(dtype);
     t.kind = static_cast<TensorKind>(kind);
     t.type.shape.resize(rank);
@@ -189,10 +193,12 @@ Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
       uint8_t batch = 0;
       MLC_RETURN_IF_ERROR(r.Pod(&d.value, "dimension"));
       MLC_RETURN_IF_ERROR(r.Pod(&batch, "dimension flag"));
-      if (batch > 1) return InvalidArgument("tensor '{}' has a bad dimension flag {}", t.name, batch);
+      if (batch > 1)
+        return InvalidArgument("tensor '{}' has a bad dimension flag {}", t.name, batch);
       d.batch = batch == 1;
       if (d.value < 0 || d.value > kMaxTensorElements || (d.batch && d.value == 0))
-        return InvalidArgument("tensor '{}' has dimension {} outside [0, {}]", t.name, d.value, kMaxTensorElements);
+        return InvalidArgument("tensor '{}' has dimension {} outside [0, {}]", t.name, d.value,
+                               kMaxTensorElements);
     }
     MLC_RETURN_IF_ERROR(r.Pod(&t.data_offset, "data offset"));
     MLC_RETURN_IF_ERROR(r.Pod(&t.data_bytes, "data size"));
@@ -206,7 +212,8 @@ Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
     uint16_t op = 0;
     MLC_RETURN_IF_ERROR(r.Pod(&op, "op code"));
     MLC_RETURN_IF_ERROR(r.Str(&n.name, "node name"));
-    if (!IsKnownOpCode(op)) return Unsupported("node {} '{}' has unknown op code {}", i, n.name, op);
+    if (!IsKnownOpCode(op))
+      return Unsupported("node {} '{}' has unknown op code {}", i, n.name, op);
     n.op = static_cast<OpType>(op);
     uint32_t count = 0;
     MLC_RETURN_IF_ERROR(r.Count(&count, kMaxNodeInputs, 4, "node input count"));
@@ -223,7 +230,8 @@ Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
       MLC_RETURN_IF_ERROR(r.Str(&a.name, "attribute name"));
       MLC_RETURN_IF_ERROR(r.Pod(&kind, "attribute kind"));
       if (kind != 1 && kind != 2)
-        return InvalidArgument("node '{}' attribute '{}' has unknown kind {}", n.name, a.name, kind);
+        return InvalidArgument("node '{}' attribute '{}' has unknown kind {}", n.name, a.name,
+                               kind);
       a.kind = static_cast<AttrKind>(kind);
       size_t item = kind == 1 ? 8 : 4;
       MLC_RETURN_IF_ERROR(r.Count(&values, kMaxAttrValues, item, "attribute value count"));
@@ -248,13 +256,16 @@ Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
   size_t pad = (64 - r.pos() % 64) % 64;
   MLC_RETURN_IF_ERROR(r.Skip(pad));
   if (constants_size > kMaxConstantBytes || constants_size > r.remaining())
-    return DataLoss("constants size {} exceeds the {} bytes left in the plan", constants_size, r.remaining());
+    return DataLoss("constants size {} exceeds the {} bytes left in the plan", constants_size,
+                    r.remaining());
   plan.constants.Resize(static_cast<size_t>(constants_size));
   MLC_RETURN_IF_ERROR(r.Bytes(plan.constants.data(), constants_size, "constants"));
   char end[8];
   MLC_RETURN_IF_ERROR(r.Bytes(end, sizeof(end), "end marker"));
-  if (std::memcmp(end, kEndMagic, sizeof(kEndMagic)) != 0) return DataLoss("plan end marker is missing");
-  if (r.remaining() != 0) return InvalidArgument("{} unexpected bytes after the plan's end", r.remaining());
+  if (std::memcmp(end, kEndMagic, sizeof(kEndMagic)) != 0)
+    return DataLoss("plan end marker is missing");
+  if (r.remaining() != 0)
+    return InvalidArgument("{} unexpected bytes after the plan's end", r.remaining());
   return plan;
 }
 
@@ -269,9 +280,11 @@ Status ValidatePlan(const Plan& plan) {
   for (size_t i = 0; i < tensor_count; ++i) {
     const PlanTensor& t = plan.tensors[i];
     if (t.type.shape.size() > static_cast<size_t>(kMaxRank))
-      return InvalidArgument("tensor '{}' rank {} is over the limit {}", t.name, t.type.shape.size(), kMaxRank);
+      return InvalidArgument("tensor '{}' rank {} is over the limit {}", t.name,
+                             t.type.shape.size(), kMaxRank);
     if (t.kind == TensorKind::kConstant) {
-      if (HasBatchDim(t.type.shape)) return InvalidArgument("constant '{}' has a batch dimension", t.name);
+      if (HasBatchDim(t.type.shape))
+        return InvalidArgument("constant '{}' has a batch dimension", t.name);
       Dims dims = ResolveShape(t.type.shape, 1);
       MLC_ASSIGN_OR_RETURN(int64_t n, CheckedNumElements(dims, "constant '" + t.name + "'"));
       uint64_t bytes = static_cast<uint64_t>(n) * DTypeSize(t.type.dtype);
@@ -280,8 +293,9 @@ Status ValidatePlan(const Plan& plan) {
                                ShapeToString(t.type.shape), bytes, t.data_bytes);
       if (t.data_offset % 64 != 0 || t.data_offset > plan.constants.size() ||
           t.data_bytes > plan.constants.size() - t.data_offset)
-        return InvalidArgument("constant '{}' bytes [{}, +{}) are outside the {} constant bytes or unaligned",
-                               t.name, t.data_offset, t.data_bytes, plan.constants.size());
+        return InvalidArgument(
+            "constant '{}' bytes [{}, +{}) are outside the {} constant bytes or unaligned", t.name,
+            t.data_offset, t.data_bytes, plan.constants.size());
       defined[i] = 1;
     } else {
       Dims dims = ResolveShape(t.type.shape, 1);
@@ -300,26 +314,31 @@ Status ValidatePlan(const Plan& plan) {
   for (size_t i = 0; i < tensor_count; ++i)
     if (plan.tensors[i].kind == TensorKind::kInput && !seen_inputs.count(static_cast<int32_t>(i)))
       return InvalidArgument("input tensor '{}' is not a graph input", plan.tensors[i].name);
-  if (plan.inputs.empty() && plan.outputs.empty()) return InvalidArgument("plan has no inputs and no outputs");
+  if (plan.inputs.empty() && plan.outputs.empty())
+    return InvalidArgument("plan has no inputs and no outputs");
 
   KernelOptions options{false};
   for (size_t ni = 0; ni < plan.nodes.size(); ++ni) {
     const PlanNode& node = plan.nodes[ni];
     std::string where = fmt::format("node {} '{}' ({})", ni, node.name, OpTypeName(node.op));
     const OpSchema* schema = FindSchema(node.op);
-    if (schema == nullptr) return Unsupported("{}: operator is not implemented by this engine", where);
+    if (schema == nullptr)
+      return Unsupported("{}: operator is not implemented by this engine", where);
     int n_in = static_cast<int>(node.inputs.size()), n_out = static_cast<int>(node.outputs.size());
     if (n_in < schema->min_inputs || n_in > schema->max_inputs)
-      return InvalidArgument("{}: {} inputs, allowed {} to {}", where, n_in, schema->min_inputs, schema->max_inputs);
+      return InvalidArgument("{}: {} inputs, allowed {} to {}", where, n_in, schema->min_inputs,
+                             schema->max_inputs);
     if (n_out < schema->min_outputs || n_out > schema->max_outputs)
-      return InvalidArgument("{}: {} outputs, allowed {} to {}", where, n_out, schema->min_outputs, schema->max_outputs);
+      return InvalidArgument("{}: {} outputs, allowed {} to {}", where, n_out, schema->min_outputs,
+                             schema->max_outputs);
     for (size_t a = 0; a < node.attrs.size(); ++a) {
       const Attribute& attr = node.attrs[a];
       bool allowed = false;
       for (std::string_view name : schema->attrs) allowed |= (name == attr.name);
       if (!allowed) return Unsupported("{}: attribute '{}' is not supported", where, attr.name);
       for (size_t b = 0; b < a; ++b)
-        if (node.attrs[b].name == attr.name) return InvalidArgument("{}: attribute '{}' appears twice", where, attr.name);
+        if (node.attrs[b].name == attr.name)
+          return InvalidArgument("{}: attribute '{}' appears twice", where, attr.name);
       for (float f : attr.floats)
         if (std::isnan(f)) return InvalidArgument("{}: attribute '{}' holds NaN", where, attr.name);
     }
@@ -334,8 +353,9 @@ Status ValidatePlan(const Plan& plan) {
       }
       MLC_RETURN_IF_ERROR(check_index(index, where + " input"));
       if (!defined[static_cast<size_t>(index)])
-        return InvalidArgument("{}: input '{}' is used before it is computed (plans are in execution order)",
-                               where, plan.tensors[static_cast<size_t>(index)].name);
+        return InvalidArgument(
+            "{}: input '{}' is used before it is computed (plans are in execution order)", where,
+            plan.tensors[static_cast<size_t>(index)].name);
       types[k] = &plan.tensors[static_cast<size_t>(index)].type;
       if (plan.tensors[static_cast<size_t>(index)].kind == TensorKind::kConstant)
         constants[k] = plan.ConstantData(index);
@@ -349,11 +369,13 @@ Status ValidatePlan(const Plan& plan) {
       int32_t index = node.outputs[k];
       MLC_RETURN_IF_ERROR(check_index(index, where + " output"));
       const PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
-      if (defined[static_cast<size_t>(index)] || t.kind == TensorKind::kConstant || t.kind == TensorKind::kInput)
-        return InvalidArgument("{}: output '{}' is written twice or is an input/constant", where, t.name);
+      if (defined[static_cast<size_t>(index)] || t.kind == TensorKind::kConstant ||
+          t.kind == TensorKind::kInput)
+        return InvalidArgument("{}: output '{}' is written twice or is an input/constant", where,
+                               t.name);
       if (!(inferred[k] == t.type))
-        return InvalidArgument("{}: output '{}' is declared {} but the op produces {}", where, t.name,
-                               t.type.ToString(), inferred[k].ToString());
+        return InvalidArgument("{}: output '{}' is declared {} but the op produces {}", where,
+                               t.name, t.type.ToString(), inferred[k].ToString());
       defined[static_cast<size_t>(index)] = 1;
     }
   }
@@ -361,8 +383,10 @@ Status ValidatePlan(const Plan& plan) {
   for (int32_t index : plan.outputs) {
     MLC_RETURN_IF_ERROR(check_index(index, "graph output"));
     const PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
-    if (t.kind != TensorKind::kOutput || !defined[static_cast<size_t>(index)] || !seen_outputs.insert(index).second)
-      return InvalidArgument("graph output '{}' is not an output tensor computed by the plan", t.name);
+    if (t.kind != TensorKind::kOutput || !defined[static_cast<size_t>(index)] ||
+        !seen_outputs.insert(index).second)
+      return InvalidArgument("graph output '{}' is not an output tensor computed by the plan",
+                             t.name);
   }
   for (size_t i = 0; i < tensor_count; ++i)
     if (plan.tensors[i].kind == TensorKind::kOutput && !seen_outputs.count(static_cast<int32_t>(i)))

@@ -84,7 +84,8 @@ TEST(PlanFormatTest, HostileCountsAreBoundedBeforeAllocation) {
   std::memcpy(bytes.data() + offset, &huge, 4);
   Result<Plan> parsed = ParsePlan(Bytes(bytes));
   ASSERT_FALSE(parsed.ok());
-  EXPECT_NE(parsed.status().message().find("tensor count"), std::string::npos) << parsed.status().message();
+  EXPECT_NE(parsed.status().message().find("tensor count"), std::string::npos)
+      << parsed.status().message();
 }
 
 TEST(PlanFormatTest, ValidationNamesTheProblem) {
@@ -102,7 +103,8 @@ TEST(PlanFormatTest, ValidationNamesTheProblem) {
   EXPECT_NE(s.message().find("before it is computed"), std::string::npos) << s.message();
 
   plan = testing::SmallConvNet();
-  plan.tensors[static_cast<size_t>(plan.nodes[3].outputs[0])].type.shape[1].value = 4;  // wrong stored shape
+  plan.tensors[static_cast<size_t>(plan.nodes[3].outputs[0])].type.shape[1].value =
+      4;  // wrong stored shape
   s = ValidatePlan(plan);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("declared"), std::string::npos) << s.message();

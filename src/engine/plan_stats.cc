@@ -5,7 +5,9 @@ namespace mlcapsule::engine {
 
 double PlanFlops(const Plan& plan, int64_t batch_size) {
   double flops = 0.0;
-  auto dims = [&](int32_t t) { return ResolveShape(plan.tensors[static_cast<size_t>(t)].type.shape, batch_size); };
+  auto dims = [&](int32_t t) {
+    return ResolveShape(plan.tensors[static_cast<size_t>(t)].type.shape, batch_size);
+  };
   auto count = [](const Dims& d) {
     double n = 1;
     for (int64_t x : d) n *= static_cast<double>(x);
@@ -29,7 +31,8 @@ double PlanFlops(const Plan& plan, int64_t batch_size) {
       case OpType::kMatMul: {
         Dims a = dims(n.inputs[0]);
         int64_t k = a.empty() ? 1 : a.back();
-        if (n.op == OpType::kGemm && n.FindAttr("transA") && !n.FindAttr("transA")->ints.empty() && n.FindAttr("transA")->ints[0])
+        if (n.op == OpType::kGemm && n.FindAttr("transA") && !n.FindAttr("transA")->ints.empty() &&
+            n.FindAttr("transA")->ints[0])
           k = a[0];
         flops += 2.0 * count(dims(n.outputs[0])) * static_cast<double>(k);
         break;

@@ -58,11 +58,13 @@ Result<std::unique_ptr<Session>> Session::Create(Plan plan, const SessionOptions
         constants[k] = p.ConstantData(index);
     }
     std::vector<TensorType> out_types;
-    for (int32_t index : node.outputs) out_types.push_back(p.tensors[static_cast<size_t>(index)].type);
+    for (int32_t index : node.outputs)
+      out_types.push_back(p.tensors[static_cast<size_t>(index)].type);
     NodeContext ctx(p, node, types, constants, kernel_options);
     ctx.set_output_types(&out_types);
     if (schema->output_aliases_input && node.inputs[0] != kNoTensor) {
-      impl->root[static_cast<size_t>(node.outputs[0])] = impl->root[static_cast<size_t>(node.inputs[0])];
+      impl->root[static_cast<size_t>(node.outputs[0])] =
+          impl->root[static_cast<size_t>(node.inputs[0])];
       impl->kernels.push_back(nullptr);
       continue;
     }
@@ -87,7 +89,8 @@ Status Session::Impl::Prepare(int64_t batch_size) {
   }
   // Lifetime of each buffer (alias roots): from its producer to its last reader.
   std::vector<int32_t> first(tensor_count, -1), last(tensor_count, -1);
-  for (int32_t index : plan.inputs) first[static_cast<size_t>(root[static_cast<size_t>(index)])] = 0;
+  for (int32_t index : plan.inputs)
+    first[static_cast<size_t>(root[static_cast<size_t>(index)])] = 0;
   for (int32_t step = 0; step < end_step; ++step) {
     const PlanNode& node = plan.nodes[static_cast<size_t>(step)];
     for (int32_t index : node.outputs) {
@@ -101,7 +104,8 @@ Status Session::Impl::Prepare(int64_t batch_size) {
       last[r] = std::max(last[r], step);
     }
   }
-  for (int32_t index : plan.outputs) last[static_cast<size_t>(root[static_cast<size_t>(index)])] = end_step;
+  for (int32_t index : plan.outputs)
+    last[static_cast<size_t>(root[static_cast<size_t>(index)])] = end_step;
   std::vector<ArenaRequest> requests;
   std::vector<size_t> request_tensor;
   std::vector<int64_t> root_bytes(tensor_count, 0);
@@ -110,18 +114,22 @@ Status Session::Impl::Prepare(int64_t batch_size) {
     root_bytes[r] = std::max(root_bytes[r], bytes[i]);
   }
   for (size_t i = 0; i < tensor_count; ++i) {
-    if (root[i] != static_cast<int32_t>(i) || plan.tensors[i].kind == TensorKind::kConstant) continue;
+    if (root[i] != static_cast<int32_t>(i) || plan.tensors[i].kind == TensorKind::kConstant)
+      continue;
     if (first[i] < 0) continue;  // never computed nor read
-    requests.push_back({static_cast<uint64_t>(root_bytes[i]), first[i], std::max(first[i], last[i])});
+    requests.push_back(
+        {static_cast<uint64_t>(root_bytes[i]), first[i], std::max(first[i], last[i])});
     request_tensor.push_back(i);
   }
   ArenaLayout layout = PlanArena(requests);
   if (layout.total_bytes > options.max_arena_bytes)
     return ResourceExhausted("batch size {} needs {} bytes of activations, over the limit {}",
                              batch_size, layout.total_bytes, options.max_arena_bytes);
-  if (arena.size() < layout.total_bytes) arena = AlignedBuffer(static_cast<size_t>(layout.total_bytes));
+  if (arena.size() < layout.total_bytes)
+    arena = AlignedBuffer(static_cast<size_t>(layout.total_bytes));
   std::vector<uint8_t*> base(tensor_count, nullptr);
-  for (size_t k = 0; k < requests.size(); ++k) base[request_tensor[k]] = arena.data() + layout.offsets[k];
+  for (size_t k = 0; k < requests.size(); ++k)
+    base[request_tensor[k]] = arena.data() + layout.offsets[k];
   for (size_t i = 0; i < tensor_count; ++i) {
     size_t r = static_cast<size_t>(root[i]);
     if (plan.tensors[r].kind == TensorKind::kConstant) {
@@ -135,8 +143,10 @@ Status Session::Impl::Prepare(int64_t batch_size) {
   for (size_t step = 0; step < plan.nodes.size(); ++step) {
     const PlanNode& node = plan.nodes[step];
     for (int32_t index : node.inputs)
-      node_inputs[step].push_back(index == kNoTensor ? TensorView{} : views[static_cast<size_t>(index)]);
-    for (int32_t index : node.outputs) node_outputs[step].push_back(views[static_cast<size_t>(index)]);
+      node_inputs[step].push_back(index == kNoTensor ? TensorView{}
+                                                     : views[static_cast<size_t>(index)]);
+    for (int32_t index : node.outputs)
+      node_outputs[step].push_back(views[static_cast<size_t>(index)]);
     if (kernels[step]) {
       Status s = kernels[step]->Setup(node_inputs[step], node_outputs[step], run_ctx);
       if (!s.ok()) {
@@ -151,13 +161,15 @@ Status Session::Impl::Prepare(int64_t batch_size) {
 
 Result<int64_t> InferBatchSize(const Plan& plan, std::span<const TensorView> inputs) {
   if (inputs.size() != plan.inputs.size())
-    return InvalidArgument("the model takes {} inputs, {} given", plan.inputs.size(), inputs.size());
+    return InvalidArgument("the model takes {} inputs, {} given", plan.inputs.size(),
+                           inputs.size());
   int64_t batch = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const PlanTensor& t = plan.tensors[static_cast<size_t>(plan.inputs[i])];
     const TensorView& v = inputs[i];
     if (v.dtype != t.type.dtype)
-      return InvalidArgument("input '{}' must be {}, got {}", t.name, DTypeName(t.type.dtype), DTypeName(v.dtype));
+      return InvalidArgument("input '{}' must be {}, got {}", t.name, DTypeName(t.type.dtype),
+                             DTypeName(v.dtype));
     bool fits = v.dims.size() == t.type.shape.size();
     for (size_t d = 0; fits && d < v.dims.size(); ++d) {
       const Dim& want = t.type.shape[d];
@@ -169,19 +181,21 @@ Result<int64_t> InferBatchSize(const Plan& plan, std::span<const TensorView> inp
       } else {
         int64_t b = got / want.value;
         if (batch != 0 && b != batch)
-          return InvalidArgument("input '{}' dimension {} implies batch size {}, another input implies {}",
-                                 t.name, d, b, batch);
+          return InvalidArgument(
+              "input '{}' dimension {} implies batch size {}, another input implies {}", t.name, d,
+              b, batch);
         batch = b;
       }
     }
     if (!fits)
-      return InvalidArgument("input '{}' has shape {}, the model expects {} (N = batch size)", t.name,
-                             DimsToString(v.dims), ShapeToString(t.type.shape));
+      return InvalidArgument("input '{}' has shape {}, the model expects {} (N = batch size)",
+                             t.name, DimsToString(v.dims), ShapeToString(t.type.shape));
     if (v.data == nullptr && v.NumElements() != 0)
       return InvalidArgument("input '{}' has no data", t.name);
   }
   if (batch == 0) batch = 1;
-  if (batch > kMaxBatch) return InvalidArgument("batch size {} is over the limit {}", batch, kMaxBatch);
+  if (batch > kMaxBatch)
+    return InvalidArgument("batch size {} is over the limit {}", batch, kMaxBatch);
   return batch;
 }
 
@@ -198,18 +212,22 @@ Status Session::Run(std::span<const TensorView> inputs, std::vector<Tensor>* out
   }
   if (s.options.profile) {
     if (s.profile.empty()) {
-      for (const PlanNode& node : s.plan.nodes) s.profile.push_back({node.name, OpTypeName(node.op), 0.0, 0});
+      for (const PlanNode& node : s.plan.nodes)
+        s.profile.push_back({node.name, OpTypeName(node.op), 0.0, 0});
     }
     for (size_t step = 0; step < s.kernels.size(); ++step) {
       if (!s.kernels[step]) continue;
       auto start = std::chrono::steady_clock::now();
       s.kernels[step]->Run(s.node_inputs[step], s.node_outputs[step], s.run_ctx);
-      s.profile[step].total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      s.profile[step].total_ms +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
       s.profile[step].runs++;
     }
   } else {
     for (size_t step = 0; step < s.kernels.size(); ++step) {
-      if (s.kernels[step]) s.kernels[step]->Run(s.node_inputs[step], s.node_outputs[step], s.run_ctx);
+      if (s.kernels[step])
+        s.kernels[step]->Run(s.node_inputs[step], s.node_outputs[step], s.run_ctx);
     }
   }
   outputs->resize(s.plan.outputs.size());

@@ -47,7 +47,8 @@ TEST(SessionTest, BatchRowsAreIndependent) {
     std::memcpy(one.bytes.data(), x3.bytes.data() + row * 36 * 4, 36 * 4);
     std::vector<Tensor> single;
     ASSERT_TRUE((*session)->Run({one.View()}, &single).ok());
-    for (int k = 0; k < 3; ++k) EXPECT_NEAR(single[0].Data<float>()[k], all[0].Data<float>()[row * 3 + k], 1e-5f);
+    for (int k = 0; k < 3; ++k)
+      EXPECT_NEAR(single[0].Data<float>()[k], all[0].Data<float>()[row * 3 + k], 1e-5f);
   }
 }
 

@@ -10,7 +10,8 @@
 namespace mlcapsule::engine {
 
 // Maps axis in [-rank, rank) to [0, rank); error naming the node when out of range.
-Result<int> NormalizeAxis(const NodeContext& ctx, int64_t axis, int64_t rank, const char* what = "axis");
+Result<int> NormalizeAxis(const NodeContext& ctx, int64_t axis, int64_t rank,
+                          const char* what = "axis");
 // NumPy broadcasting of symbolic shapes. A batch dim broadcasts with 1 or an equal batch dim.
 Result<Shape> BroadcastShapes(const NodeContext& ctx, std::span<const Shape* const> shapes);
 // Concrete broadcasting helper for kernels: strides of `in` (rank-aligned to `out`) with 0 on

@@ -9,16 +9,20 @@ bool IsKnownDType(int code) { return code == 1 || code == 7; }
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return 4;
-    case DType::kInt64: return 8;
+    case DType::kFloat32:
+      return 4;
+    case DType::kInt64:
+      return 8;
   }
   return 0;
 }
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kInt64: return "int64";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kInt64:
+      return "int64";
   }
   return "unknown";
 }
@@ -66,7 +70,9 @@ bool HasBatchDim(const Shape& shape) {
 Result<int64_t> CheckedNumElements(std::span<const int64_t> dims, std::string_view what) {
   int64_t n = 1;
   for (int64_t d : dims) {
-    if (d < 0) return InvalidArgument("{} has negative dimension {} in shape {}", what, d, DimsToString(dims));
+    if (d < 0)
+      return InvalidArgument("{} has negative dimension {} in shape {}", what, d,
+                             DimsToString(dims));
     if (d != 0 && n > kMaxTensorElements / d) {
       return ResourceExhausted("{} shape {} has more than {} elements", what, DimsToString(dims),
                                kMaxTensorElements);

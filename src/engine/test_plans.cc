@@ -35,16 +35,20 @@ Plan SmallConvNet() {
   const Dim n{1, true};
   int32_t x = add("input", {n, {1, false}, {6, false}, {6, false}}, TensorKind::kInput);
   auto w = Pattern(2 * 9, 0.5f);
-  int32_t cw = p.AddConstant("conv_w", DType::kFloat32, FixedShape(std::vector<int64_t>{2, 1, 3, 3}), w.data());
+  int32_t cw = p.AddConstant("conv_w", DType::kFloat32,
+                             FixedShape(std::vector<int64_t>{2, 1, 3, 3}), w.data());
   auto b = Pattern(2, 0.1f);
-  int32_t cb = p.AddConstant("conv_b", DType::kFloat32, FixedShape(std::vector<int64_t>{2}), b.data());
+  int32_t cb =
+      p.AddConstant("conv_b", DType::kFloat32, FixedShape(std::vector<int64_t>{2}), b.data());
   int32_t conv = add("conv", {n, {2, false}, {6, false}, {6, false}}, TensorKind::kIntermediate);
   int32_t relu = add("relu", {n, {2, false}, {6, false}, {6, false}}, TensorKind::kIntermediate);
   int32_t flat = add("flat", {n, {72, false}}, TensorKind::kIntermediate);
   auto fw = Pattern(3 * 72, 0.2f);
-  int32_t fcw = p.AddConstant("fc_w", DType::kFloat32, FixedShape(std::vector<int64_t>{3, 72}), fw.data());
+  int32_t fcw =
+      p.AddConstant("fc_w", DType::kFloat32, FixedShape(std::vector<int64_t>{3, 72}), fw.data());
   auto fb = Pattern(3, 0.05f);
-  int32_t fcb = p.AddConstant("fc_b", DType::kFloat32, FixedShape(std::vector<int64_t>{3}), fb.data());
+  int32_t fcb =
+      p.AddConstant("fc_b", DType::kFloat32, FixedShape(std::vector<int64_t>{3}), fb.data());
   int32_t y = add("output", {n, {3, false}}, TensorKind::kOutput);
   p.inputs = {x};
   p.outputs = {y};

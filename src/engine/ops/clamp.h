@@ -10,7 +10,8 @@ struct Clamp {
   float min = -std::numeric_limits<float>::infinity();
   float max = std::numeric_limits<float>::infinity();
   bool active() const {
-    return min != -std::numeric_limits<float>::infinity() || max != std::numeric_limits<float>::infinity();
+    return min != -std::numeric_limits<float>::infinity() ||
+           max != std::numeric_limits<float>::infinity();
   }
   bool is_relu() const { return min == 0.0f && max == std::numeric_limits<float>::infinity(); }
   float Apply(float v) const { return v < min ? min : (v > max ? max : v); }

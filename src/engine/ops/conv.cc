@@ -1,8 +1,8 @@
 // Convolution. Conv is ONNX's N-d grouped, dilated, padded convolution on NCHW data with a plain
 // reference kernel (weights may be runtime tensors). ConvNhwc is the compiler's 2-D form on NHWC
 // data with constant OHWI weights: its fast kernel is oneDNN's convolution (weights reordered
-// once into the implementation's blocked layout), its reference kernel a plain loop, and both fuse a bias and an output clamp
-// (Relu/Clip folded in by the compiler).
+// once into the implementation's blocked layout), its reference kernel a plain loop, and both fuse
+// a bias and an output clamp (Relu/Clip folded in by the compiler).
 #include <cmath>
 
 #include "engine/op.h"
@@ -14,13 +14,14 @@
 namespace mlcapsule::engine {
 namespace {
 
-constexpr std::string_view kConvAttrs[] = {"kernel_shape", "strides", "pads", "dilations",
-                                           "group", "output_min", "output_max"};
+constexpr std::string_view kConvAttrs[] = {"kernel_shape", "strides",    "pads",      "dilations",
+                                           "group",        "output_min", "output_max"};
 
 Status CheckFloatInputs(const NodeContext& ctx) {
   for (int i = 0; i < ctx.num_inputs(); ++i)
     if (ctx.has_input(i) && ctx.input(i).dtype != DType::kFloat32)
-      return ctx.Unsupported("input {} has element type {} (only float32)", i, DTypeName(ctx.input(i).dtype));
+      return ctx.Unsupported("input {} has element type {} (only float32)", i,
+                             DTypeName(ctx.input(i).dtype));
   return Status::Ok();
 }
 
@@ -36,7 +37,8 @@ Result<ConvShape> InferConvShape(const NodeContext& ctx, bool nhwc, Shape* out_s
   const Shape& w = ctx.input(1).shape;
   if (x.size() < 3 || x.size() > 5) return ctx.Error("input rank {} is not 3, 4 or 5", x.size());
   if (nhwc && x.size() != 4) return ctx.Error("ConvNhwc input rank {} is not 4", x.size());
-  if (w.size() != x.size()) return ctx.Error("weight rank {} differs from input rank {}", w.size(), x.size());
+  if (w.size() != x.size())
+    return ctx.Error("weight rank {} differs from input rank {}", w.size(), x.size());
   if (HasBatchDim(w)) return ctx.Error("weights have a batch-dependent shape");
   const size_t spatial = x.size() - 2;
   ConvShape cs;
@@ -45,7 +47,8 @@ Result<ConvShape> InferConvShape(const NodeContext& ctx, bool nhwc, Shape* out_s
   MLC_ASSIGN_OR_RETURN(cs.in_channels, FixedDim(ctx, x[channel_axis], "input channels"));
   cs.out_channels = w[0].value;
   int64_t w_in = nhwc ? w[x.size() - 1].value : w[1].value;
-  if (cs.group < 1 || cs.group > cs.in_channels || cs.in_channels % cs.group != 0 || cs.out_channels % cs.group != 0)
+  if (cs.group < 1 || cs.group > cs.in_channels || cs.in_channels % cs.group != 0 ||
+      cs.out_channels % cs.group != 0)
     return ctx.Error("group {} must divide input channels {} and output channels {}", cs.group,
                      cs.in_channels, cs.out_channels);
   if (w_in * cs.group != cs.in_channels)
@@ -57,12 +60,14 @@ Result<ConvShape> InferConvShape(const NodeContext& ctx, bool nhwc, Shape* out_s
       return ctx.Error("bias shape {} is not [{}]", ShapeToString(b), cs.out_channels);
   }
   size_t first = nhwc ? 1 : 2;
-  MLC_ASSIGN_OR_RETURN(std::vector<int64_t> in_spatial, FixedSpatial(ctx, x, first, spatial, "input"));
+  MLC_ASSIGN_OR_RETURN(std::vector<int64_t> in_spatial,
+                       FixedSpatial(ctx, x, first, spatial, "input"));
   std::vector<int64_t> kernel;
   for (size_t i = 0; i < spatial; ++i) kernel.push_back(w[(nhwc ? 1 : 2) + i].value);
   MLC_ASSIGN_OR_RETURN(cs.window, ComputeWindow(ctx, in_spatial, kernel, false));
   Clamp clamp = ReadClamp(ctx);
-  if (!(clamp.min <= clamp.max)) return ctx.Error("output_min {} is above output_max {}", clamp.min, clamp.max);
+  if (!(clamp.min <= clamp.max))
+    return ctx.Error("output_min {} is above output_max {}", clamp.min, clamp.max);
   Shape out;
   out.push_back(x[0]);
   if (!nhwc) out.push_back(Dim{cs.out_channels, false});
@@ -93,7 +98,8 @@ class ConvReference final : public Kernel {
  public:
   ConvReference(ConvShape shape, Clamp clamp) : cs_(std::move(shape)), clamp_(clamp) {}
 
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const WindowGeometry& g = cs_.window;
     const int spatial = g.spatial;
     const int64_t batch = in[0].dims[0];
@@ -159,7 +165,8 @@ class ConvNhwcReference final : public Kernel {
  public:
   ConvNhwcReference(ConvShape shape, Clamp clamp) : cs_(std::move(shape)), clamp_(clamp) {}
 
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const WindowGeometry& g = cs_.window;
     const int64_t batch = in[0].dims[0], ih = g.input[0], iw = g.input[1];
     const int64_t oh = g.output[0], ow = g.output[1], kh = g.kernel[0], kw = g.kernel[1];
@@ -208,28 +215,36 @@ class ConvNhwcDnnl final : public Kernel {
   ConvNhwcDnnl(ConvShape shape, Clamp clamp, const float* weights, const float* bias)
       : cs_(std::move(shape)), clamp_(clamp), weights_(weights), bias_(bias) {}
 
-  Status Setup(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  Status Setup(std::span<const TensorView> in, std::span<const TensorView> out,
+               const RunContext& ctx) override {
     using tag = dnnl::memory::format_tag;
     using dt = dnnl::memory::data_type;
     const WindowGeometry& g = cs_.window;
-    const int64_t n = in[0].dims[0], cin_g = cs_.in_channels / cs_.group, cout_g = cs_.out_channels / cs_.group;
+    const int64_t n = in[0].dims[0], cin_g = cs_.in_channels / cs_.group,
+                  cout_g = cs_.out_channels / cs_.group;
     dnnl::memory::dims src_dims{n, cs_.in_channels, g.input[0], g.input[1]};
     dnnl::memory::dims dst_dims{n, cs_.out_channels, g.output[0], g.output[1]};
-    dnnl::memory::dims w_dims = cs_.group > 1 ? dnnl::memory::dims{cs_.group, cout_g, cin_g, g.kernel[0], g.kernel[1]}
-                                              : dnnl::memory::dims{cs_.out_channels, cin_g, g.kernel[0], g.kernel[1]};
+    dnnl::memory::dims w_dims =
+        cs_.group > 1 ? dnnl::memory::dims{cs_.group, cout_g, cin_g, g.kernel[0], g.kernel[1]}
+                      : dnnl::memory::dims{cs_.out_channels, cin_g, g.kernel[0], g.kernel[1]};
     return DnnlTry("convolution setup", [&] {
       dnnl::memory::desc src_md(src_dims, dt::f32, tag::nhwc), dst_md(dst_dims, dt::f32, tag::nhwc);
-      dnnl::memory::desc w_any(w_dims, dt::f32, tag::any), b_md({cs_.out_channels}, dt::f32, tag::a);
+      dnnl::memory::desc w_any(w_dims, dt::f32, tag::any),
+          b_md({cs_.out_channels}, dt::f32, tag::a);
       dnnl::convolution_forward::desc desc(
-          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, w_any, b_md, dst_md,
-          {g.strides[0], g.strides[1]}, {g.dilations[0] - 1, g.dilations[1] - 1}, {g.pads[0], g.pads[1]},
-          {g.pads[2], g.pads[3]});
+          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, w_any,
+          b_md, dst_md, {g.strides[0], g.strides[1]}, {g.dilations[0] - 1, g.dilations[1] - 1},
+          {g.pads[0], g.pads[1]}, {g.pads[2], g.pads[3]});
       dnnl::convolution_forward::primitive_desc pd(desc, ClampAttr(clamp_), DnnlEngine());
       if (!packed_ || pd.weights_desc() != packed_->get_desc()) {
         // Our OHWI bytes are [g][o][h][w][i]: describe them to oneDNN and reorder once.
-        dnnl::memory::desc user_md = cs_.group > 1
-            ? dnnl::memory::desc(w_dims, dt::f32, dnnl::memory::dims{cout_g * g.kernel[0] * g.kernel[1] * cin_g, g.kernel[0] * g.kernel[1] * cin_g, 1, g.kernel[1] * cin_g, cin_g})
-            : dnnl::memory::desc(w_dims, dt::f32, tag::ohwi);
+        dnnl::memory::desc user_md =
+            cs_.group > 1
+                ? dnnl::memory::desc(w_dims, dt::f32,
+                                     dnnl::memory::dims{cout_g * g.kernel[0] * g.kernel[1] * cin_g,
+                                                        g.kernel[0] * g.kernel[1] * cin_g, 1,
+                                                        g.kernel[1] * cin_g, cin_g})
+                : dnnl::memory::desc(w_dims, dt::f32, tag::ohwi);
         dnnl::memory user(user_md, DnnlEngine(), const_cast<float*>(weights_));
         packed_ = std::make_unique<dnnl::memory>(pd.weights_desc(), DnnlEngine());
         dnnl::reorder(user, *packed_).execute(DnnlStream(), user, *packed_);
@@ -248,7 +263,10 @@ class ConvNhwcDnnl final : public Kernel {
   }
 
   void Run(std::span<const TensorView>, std::span<const TensorView>, const RunContext&) override {
-    primitive_->execute(DnnlStream(), {{DNNL_ARG_SRC, *src_}, {DNNL_ARG_WEIGHTS, *packed_}, {DNNL_ARG_BIAS, *bias_mem_}, {DNNL_ARG_DST, *dst_}});
+    primitive_->execute(DnnlStream(), {{DNNL_ARG_SRC, *src_},
+                                       {DNNL_ARG_WEIGHTS, *packed_},
+                                       {DNNL_ARG_BIAS, *bias_mem_},
+                                       {DNNL_ARG_DST, *dst_}});
   }
 
  private:
@@ -272,10 +290,12 @@ Result<std::unique_ptr<Kernel>> CreateConvNhwc(const NodeContext& ctx) {
   Shape out;
   MLC_ASSIGN_OR_RETURN(ConvShape cs, InferConvShape(ctx, true, &out));
   Clamp clamp = ReadClamp(ctx);
-  const bool constant_params = ctx.constant(1) != nullptr && (!ctx.has_input(2) || ctx.constant(2) != nullptr);
+  const bool constant_params =
+      ctx.constant(1) != nullptr && (!ctx.has_input(2) || ctx.constant(2) != nullptr);
   if (ctx.options().fast && constant_params) {
-    return std::unique_ptr<Kernel>(new ConvNhwcDnnl(std::move(cs), clamp, ctx.constant_as<float>(1),
-                                                    ctx.has_input(2) ? ctx.constant_as<float>(2) : nullptr));
+    return std::unique_ptr<Kernel>(
+        new ConvNhwcDnnl(std::move(cs), clamp, ctx.constant_as<float>(1),
+                         ctx.has_input(2) ? ctx.constant_as<float>(2) : nullptr));
   }
   return std::unique_ptr<Kernel>(new ConvNhwcReference(std::move(cs), clamp));
 }

@@ -10,12 +10,12 @@
 namespace mlcapsule::engine {
 
 struct WindowGeometry {
-  int spatial = 0;                   // number of spatial dims
-  std::vector<int64_t> input;        // input spatial sizes
+  int spatial = 0;             // number of spatial dims
+  std::vector<int64_t> input;  // input spatial sizes
   std::vector<int64_t> kernel;
   std::vector<int64_t> strides;
   std::vector<int64_t> dilations;
-  std::vector<int64_t> pads;         // begin[spatial] then end[spatial]
+  std::vector<int64_t> pads;  // begin[spatial] then end[spatial]
   std::vector<int64_t> output;
 };
 

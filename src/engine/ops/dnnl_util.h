@@ -18,7 +18,8 @@ Status DnnlTry(const char* what, Fn&& fn) {
   try {
     fn();
   } catch (const dnnl::error& e) {
-    return InternalError("oneDNN {} failed: {} (status {})", what, e.what(), static_cast<int>(e.status));
+    return InternalError("oneDNN {} failed: {} (status {})", what, e.what(),
+                         static_cast<int>(e.status));
   }
   return Status::Ok();
 }

@@ -13,14 +13,16 @@
 namespace mlcapsule::engine {
 namespace {
 
-constexpr std::string_view kGemmAttrs[] = {"alpha", "beta", "transA", "transB", "output_min", "output_max"};
+constexpr std::string_view kGemmAttrs[] = {"alpha",  "beta",       "transA",
+                                           "transB", "output_min", "output_max"};
 constexpr std::string_view kMatMulAttrs[] = {""};
 constexpr std::string_view kFcAttrs[] = {"output_min", "output_max"};
 
 Status RequireFloat(const NodeContext& ctx) {
   for (int i = 0; i < ctx.num_inputs(); ++i)
     if (ctx.has_input(i) && ctx.input(i).dtype != DType::kFloat32)
-      return ctx.Unsupported("input {} has element type {} (only float32)", i, DTypeName(ctx.input(i).dtype));
+      return ctx.Unsupported("input {} has element type {} (only float32)", i,
+                             DTypeName(ctx.input(i).dtype));
   return Status::Ok();
 }
 
@@ -30,18 +32,24 @@ Status InferGemm(const NodeContext& ctx, std::vector<TensorType>* outputs) {
   MLC_RETURN_IF_ERROR(RequireFloat(ctx));
   const Shape& a = ctx.input(0).shape;
   const Shape& b = ctx.input(1).shape;
-  if (a.size() != 2 || b.size() != 2) return ctx.Error("A and B must be 2-D, got {} and {}", ShapeToString(a), ShapeToString(b));
+  if (a.size() != 2 || b.size() != 2)
+    return ctx.Error("A and B must be 2-D, got {} and {}", ShapeToString(a), ShapeToString(b));
   int64_t ta = ctx.Int("transA", 0), tb = ctx.Int("transB", 0);
-  if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1)) return ctx.Error("transA/transB must be 0 or 1");
+  if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1))
+    return ctx.Error("transA/transB must be 0 or 1");
   Dim m = ta ? a[1] : a[0], ka = ta ? a[0] : a[1];
   Dim kb = tb ? b[1] : b[0], n = tb ? b[0] : b[1];
-  if (!(ka == kb)) return ctx.Error("inner dimensions differ: A {} (transA={}) and B {} (transB={})", ShapeToString(a), ta, ShapeToString(b), tb);
+  if (!(ka == kb))
+    return ctx.Error("inner dimensions differ: A {} (transA={}) and B {} (transB={})",
+                     ShapeToString(a), ta, ShapeToString(b), tb);
   if (ka.batch || n.batch) return ctx.Unsupported("K and N must not depend on the batch size");
   Shape out{m, n};
   if (ctx.has_input(2)) {
     const Shape* shapes[] = {&ctx.input(2).shape, &out};
     MLC_ASSIGN_OR_RETURN(Shape bc, BroadcastShapes(ctx, shapes));
-    if (!(bc == out)) return ctx.Error("C of shape {} does not broadcast to {}", ShapeToString(ctx.input(2).shape), ShapeToString(out));
+    if (!(bc == out))
+      return ctx.Error("C of shape {} does not broadcast to {}", ShapeToString(ctx.input(2).shape),
+                       ShapeToString(out));
   }
   outputs->push_back(TensorType{DType::kFloat32, out});
   return Status::Ok();
@@ -51,7 +59,8 @@ class GemmReference final : public Kernel {
  public:
   GemmReference(bool ta, bool tb, float alpha, float beta, Clamp clamp)
       : ta_(ta), tb_(tb), alpha_(alpha), beta_(beta), clamp_(clamp) {}
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const int64_t m = out[0].dims[0], n = out[0].dims[1];
     const int64_t k = ta_ ? in[0].dims[0] : in[0].dims[1];
     const float* a = in[0].As<float>();
@@ -92,9 +101,9 @@ class GemmReference final : public Kernel {
 };
 
 Result<std::unique_ptr<Kernel>> CreateGemm(const NodeContext& ctx) {
-  return std::unique_ptr<Kernel>(new GemmReference(ctx.Int("transA", 0) != 0, ctx.Int("transB", 0) != 0,
-                                                   ctx.Float("alpha", 1.0f), ctx.Float("beta", 1.0f),
-                                                   ReadClamp(ctx)));
+  return std::unique_ptr<Kernel>(
+      new GemmReference(ctx.Int("transA", 0) != 0, ctx.Int("transB", 0) != 0,
+                        ctx.Float("alpha", 1.0f), ctx.Float("beta", 1.0f), ReadClamp(ctx)));
 }
 
 // ---- MatMul (numpy.matmul semantics) ----
@@ -107,8 +116,10 @@ Status InferMatMul(const NodeContext& ctx, std::vector<TensorType>* outputs) {
   if (a_vec) a.insert(a.begin(), Dim{1, false});
   if (b_vec) b.push_back(Dim{1, false});
   if (!(a.back() == b[b.size() - 2]))
-    return ctx.Error("inner dimensions differ: {} and {}", ShapeToString(ctx.input(0).shape), ShapeToString(ctx.input(1).shape));
-  if (a.back().batch || b.back().batch) return ctx.Unsupported("K and N must not depend on the batch size");
+    return ctx.Error("inner dimensions differ: {} and {}", ShapeToString(ctx.input(0).shape),
+                     ShapeToString(ctx.input(1).shape));
+  if (a.back().batch || b.back().batch)
+    return ctx.Unsupported("K and N must not depend on the batch size");
   Shape a_batch(a.begin(), a.end() - 2), b_batch(b.begin(), b.end() - 2);
   const Shape* shapes[] = {&a_batch, &b_batch};
   MLC_ASSIGN_OR_RETURN(Shape out, BroadcastShapes(ctx, shapes));
@@ -120,7 +131,8 @@ Status InferMatMul(const NodeContext& ctx, std::vector<TensorType>* outputs) {
 
 class MatMulReference final : public Kernel {
  public:
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     Dims a = in[0].dims, b = in[1].dims;
     if (a.size() == 1) a.insert(a.begin(), 1);
     if (b.size() == 1) b.push_back(1);
@@ -172,9 +184,13 @@ Status InferFullyConnected(const NodeContext& ctx, std::vector<TensorType>* outp
   MLC_RETURN_IF_ERROR(RequireFloat(ctx));
   const Shape& x = ctx.input(0).shape;
   const Shape& w = ctx.input(1).shape;
-  if (x.empty() || w.size() != 2 || HasBatchDim(w)) return ctx.Error("needs x of rank >= 1 and fixed 2-D weights");
-  if (!(x.back() == w[1])) return ctx.Error("input features {} differ from the weights' {}", ShapeToString(x), ShapeToString(w));
-  if (ctx.has_input(2) && !(ctx.input(2).shape == Shape{w[0]})) return ctx.Error("bias shape {} is not [{}]", ShapeToString(ctx.input(2).shape), w[0].value);
+  if (x.empty() || w.size() != 2 || HasBatchDim(w))
+    return ctx.Error("needs x of rank >= 1 and fixed 2-D weights");
+  if (!(x.back() == w[1]))
+    return ctx.Error("input features {} differ from the weights' {}", ShapeToString(x),
+                     ShapeToString(w));
+  if (ctx.has_input(2) && !(ctx.input(2).shape == Shape{w[0]}))
+    return ctx.Error("bias shape {} is not [{}]", ShapeToString(ctx.input(2).shape), w[0].value);
   Clamp clamp = ReadClamp(ctx);
   if (!(clamp.min <= clamp.max)) return ctx.Error("output_min is above output_max");
   Shape out(x.begin(), x.end() - 1);
@@ -186,7 +202,8 @@ Status InferFullyConnected(const NodeContext& ctx, std::vector<TensorType>* outp
 class FullyConnectedReference final : public Kernel {
  public:
   explicit FullyConnectedReference(Clamp clamp) : clamp_(clamp) {}
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const int64_t k = in[1].dims[1], n = in[1].dims[0];
     const int64_t rows = in[0].NumElements() / std::max<int64_t>(k, 1);
     const float* x = in[0].As<float>();
@@ -213,14 +230,16 @@ class FullyConnectedDnnl final : public Kernel {
   FullyConnectedDnnl(int64_t k, int64_t n, const float* w, const float* b, Clamp clamp)
       : k_(k), n_(n), weights_(w), bias_(b), clamp_(clamp) {}
 
-  Status Setup(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext&) override {
+  Status Setup(std::span<const TensorView> in, std::span<const TensorView> out,
+               const RunContext&) override {
     using tag = dnnl::memory::format_tag;
     using dt = dnnl::memory::data_type;
     const int64_t rows = in[0].NumElements() / std::max<int64_t>(k_, 1);
     return DnnlTry("inner product setup", [&] {
       dnnl::memory::desc src_md({rows, k_}, dt::f32, tag::ab), dst_md({rows, n_}, dt::f32, tag::ab);
       dnnl::memory::desc w_any({n_, k_}, dt::f32, tag::any), b_md({n_}, dt::f32, tag::a);
-      dnnl::inner_product_forward::desc desc(dnnl::prop_kind::forward_inference, src_md, w_any, b_md, dst_md);
+      dnnl::inner_product_forward::desc desc(dnnl::prop_kind::forward_inference, src_md, w_any,
+                                             b_md, dst_md);
       dnnl::inner_product_forward::primitive_desc pd(desc, ClampAttr(clamp_), DnnlEngine());
       if (!packed_ || pd.weights_desc() != packed_->get_desc()) {
         dnnl::memory user({{n_, k_}, dt::f32, tag::ab}, DnnlEngine(), const_cast<float*>(weights_));
@@ -240,7 +259,10 @@ class FullyConnectedDnnl final : public Kernel {
   }
 
   void Run(std::span<const TensorView>, std::span<const TensorView>, const RunContext&) override {
-    primitive_->execute(DnnlStream(), {{DNNL_ARG_SRC, *src_}, {DNNL_ARG_WEIGHTS, *packed_}, {DNNL_ARG_BIAS, *bias_mem_}, {DNNL_ARG_DST, *dst_}});
+    primitive_->execute(DnnlStream(), {{DNNL_ARG_SRC, *src_},
+                                       {DNNL_ARG_WEIGHTS, *packed_},
+                                       {DNNL_ARG_BIAS, *bias_mem_},
+                                       {DNNL_ARG_DST, *dst_}});
   }
 
  private:
@@ -255,18 +277,21 @@ class FullyConnectedDnnl final : public Kernel {
 
 Result<std::unique_ptr<Kernel>> CreateFullyConnected(const NodeContext& ctx) {
   Clamp clamp = ReadClamp(ctx);
-  const bool constant_params = ctx.constant(1) != nullptr && (!ctx.has_input(2) || ctx.constant(2) != nullptr);
+  const bool constant_params =
+      ctx.constant(1) != nullptr && (!ctx.has_input(2) || ctx.constant(2) != nullptr);
   if (ctx.options().fast && constant_params) {
     const Shape& w = ctx.input(1).shape;
-    return std::unique_ptr<Kernel>(new FullyConnectedDnnl(w[1].value, w[0].value, ctx.constant_as<float>(1),
-                                                          ctx.has_input(2) ? ctx.constant_as<float>(2) : nullptr, clamp));
+    return std::unique_ptr<Kernel>(
+        new FullyConnectedDnnl(w[1].value, w[0].value, ctx.constant_as<float>(1),
+                               ctx.has_input(2) ? ctx.constant_as<float>(2) : nullptr, clamp));
   }
   return std::unique_ptr<Kernel>(new FullyConnectedReference(clamp));
 }
 
 const OpSchema kGemm{OpType::kGemm, 2, 3, 1, 1, kGemmAttrs, InferGemm, CreateGemm};
 const OpSchema kMatMul{OpType::kMatMul, 2, 2, 1, 1, {kMatMulAttrs, 0}, InferMatMul, CreateMatMul};
-const OpSchema kFullyConnected{OpType::kFullyConnected, 2, 3, 1, 1, kFcAttrs, InferFullyConnected, CreateFullyConnected};
+const OpSchema kFullyConnected{OpType::kFullyConnected, 2, 3, 1, 1, kFcAttrs, InferFullyConnected,
+                               CreateFullyConnected};
 
 }  // namespace
 

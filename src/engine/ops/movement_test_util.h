@@ -33,7 +33,8 @@ inline Dim Batch(int64_t value) { return Dim{value, true}; }
 inline Dim Fixed(int64_t value) { return Dim{value, false}; }
 
 // Types and constant data of the inputs, as the plan loader passes them to NodeContext.
-inline void CollectInputs(const std::vector<TestInput>& inputs, std::vector<const TensorType*>* types,
+inline void CollectInputs(const std::vector<TestInput>& inputs,
+                          std::vector<const TensorType*>* types,
                           std::vector<const void*>* constants) {
   for (const TestInput& in : inputs) {
     types->push_back(in.present ? &in.type : nullptr);

@@ -18,7 +18,8 @@ Attribute IntsAttr(std::string name, std::vector<int64_t> values);
 Attribute FloatsAttr(std::string name, std::vector<float> values);
 
 // Runs `node` on `inputs` (nullptr = absent optional input); fails the test on error.
-std::vector<Tensor> Eval(const PlanNode& node, std::vector<const Tensor*> inputs, bool fast = false);
+std::vector<Tensor> Eval(const PlanNode& node, std::vector<const Tensor*> inputs,
+                         bool fast = false);
 // Same, returning the status (for negative tests).
 Status EvalStatus(const PlanNode& node, std::vector<const Tensor*> inputs, bool fast = false);
 

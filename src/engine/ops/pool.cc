@@ -17,22 +17,27 @@
 namespace mlcapsule::engine {
 namespace {
 
-constexpr std::string_view kMaxPoolAttrs[] = {"kernel_shape", "strides", "pads", "dilations", "ceil_mode", "storage_order"};
-constexpr std::string_view kAvgPoolAttrs[] = {"kernel_shape", "strides", "pads", "ceil_mode", "count_include_pad"};
+constexpr std::string_view kMaxPoolAttrs[] = {"kernel_shape", "strides",   "pads",
+                                              "dilations",    "ceil_mode", "storage_order"};
+constexpr std::string_view kAvgPoolAttrs[] = {"kernel_shape", "strides", "pads", "ceil_mode",
+                                              "count_include_pad"};
 constexpr std::string_view kNoAttrs[] = {""};
 
-Result<WindowGeometry> InferPool(const NodeContext& ctx, bool nhwc, bool is_max, std::vector<TensorType>* outputs) {
+Result<WindowGeometry> InferPool(const NodeContext& ctx, bool nhwc, bool is_max,
+                                 std::vector<TensorType>* outputs) {
   if (ctx.input(0).dtype != DType::kFloat32)
     return ctx.Unsupported("element type {} (only float32)", DTypeName(ctx.input(0).dtype));
   const Shape& x = ctx.input(0).shape;
-  if (x.size() < 3 || x.size() > 5 || (nhwc && x.size() != 4)) return ctx.Error("input rank {} is not supported", x.size());
+  if (x.size() < 3 || x.size() > 5 || (nhwc && x.size() != 4))
+    return ctx.Error("input rank {} is not supported", x.size());
   if (!is_max && ctx.Has("dilations")) return ctx.Unsupported("AveragePool dilations");
   int64_t cip = ctx.Int("count_include_pad", 0);
   if (cip != 0 && cip != 1) return ctx.Error("count_include_pad {} is not 0 or 1", cip);
   int64_t so = ctx.Int("storage_order", 0);
   if (so != 0 && so != 1) return ctx.Error("storage_order {} is not 0 or 1", so);
   const size_t spatial = x.size() - 2;
-  MLC_ASSIGN_OR_RETURN(std::vector<int64_t> in_spatial, FixedSpatial(ctx, x, nhwc ? 1 : 2, spatial, "input"));
+  MLC_ASSIGN_OR_RETURN(std::vector<int64_t> in_spatial,
+                       FixedSpatial(ctx, x, nhwc ? 1 : 2, spatial, "input"));
   MLC_ASSIGN_OR_RETURN(WindowGeometry g, ComputeWindow(ctx, in_spatial, {}, true));
   Shape out{x[0]};
   if (!nhwc) out.push_back(x[1]);
@@ -46,18 +51,31 @@ Result<WindowGeometry> InferPool(const NodeContext& ctx, bool nhwc, bool is_max,
   return g;
 }
 
-Status InferMaxPool(const NodeContext& ctx, std::vector<TensorType>* o) { return InferPool(ctx, false, true, o).status(); }
-Status InferAvgPool(const NodeContext& ctx, std::vector<TensorType>* o) { return InferPool(ctx, false, false, o).status(); }
-Status InferMaxPoolNhwc(const NodeContext& ctx, std::vector<TensorType>* o) { return InferPool(ctx, true, true, o).status(); }
-Status InferAvgPoolNhwc(const NodeContext& ctx, std::vector<TensorType>* o) { return InferPool(ctx, true, false, o).status(); }
+Status InferMaxPool(const NodeContext& ctx, std::vector<TensorType>* o) {
+  return InferPool(ctx, false, true, o).status();
+}
+Status InferAvgPool(const NodeContext& ctx, std::vector<TensorType>* o) {
+  return InferPool(ctx, false, false, o).status();
+}
+Status InferMaxPoolNhwc(const NodeContext& ctx, std::vector<TensorType>* o) {
+  return InferPool(ctx, true, true, o).status();
+}
+Status InferAvgPoolNhwc(const NodeContext& ctx, std::vector<TensorType>* o) {
+  return InferPool(ctx, true, false, o).status();
+}
 
 // Reference pooling over NCHW (nhwc=false) or NHWC (nhwc=true) data.
 class PoolReference final : public Kernel {
  public:
   PoolReference(WindowGeometry g, bool nhwc, bool is_max, bool count_include_pad, bool column_major)
-      : g_(std::move(g)), nhwc_(nhwc), is_max_(is_max), include_pad_(count_include_pad), column_major_(column_major) {}
+      : g_(std::move(g)),
+        nhwc_(nhwc),
+        is_max_(is_max),
+        include_pad_(count_include_pad),
+        column_major_(column_major) {}
 
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const int spatial = g_.spatial;
     const int64_t batch = in[0].dims[0];
     const int64_t channels = nhwc_ ? in[0].dims.back() : in[0].dims[1];
@@ -115,7 +133,8 @@ class PoolReference final : public Kernel {
                 cm_stride *= g_.input[i];
               }
             }
-            float v = nhwc_ ? x[(n * in_plane + offset) * channels + c] : x[(n * channels + c) * in_plane + offset];
+            float v = nhwc_ ? x[(n * in_plane + offset) * channels + c]
+                            : x[(n * channels + c) * in_plane + offset];
             if (is_max_) {
               if (best_index < 0 || v > best) {
                 best = v;
@@ -157,7 +176,8 @@ class PoolNhwcFast final : public Kernel {
  public:
   PoolNhwcFast(WindowGeometry g, bool is_max) : g_(std::move(g)), is_max_(is_max) {}
 
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const int64_t batch = in[0].dims[0], ih = g_.input[0], iw = g_.input[1], c = in[0].dims[3];
     const int64_t oh = g_.output[0], ow = g_.output[1];
     const float* x = in[0].As<float>();
@@ -208,7 +228,8 @@ class PoolNhwcFast final : public Kernel {
 // Global average pooling over NHWC: sums rows of C contiguous floats.
 class GlobalAvgNhwcFast final : public Kernel {
  public:
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const int64_t batch = in[0].dims[0], plane = in[0].dims[1] * in[0].dims[2], c = in[0].dims[3];
     const float* x = in[0].As<float>();
     float* y = out[0].As<float>();
@@ -226,9 +247,11 @@ class GlobalAvgNhwcFast final : public Kernel {
 // Fast path: oneDNN pooling on NHWC data (also global average pooling, as a full-size window).
 class PoolNhwcDnnl final : public Kernel {
  public:
-  PoolNhwcDnnl(WindowGeometry g, dnnl::algorithm algorithm) : g_(std::move(g)), algorithm_(algorithm) {}
+  PoolNhwcDnnl(WindowGeometry g, dnnl::algorithm algorithm)
+      : g_(std::move(g)), algorithm_(algorithm) {}
 
-  Status Setup(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext&) override {
+  Status Setup(std::span<const TensorView> in, std::span<const TensorView> out,
+               const RunContext&) override {
     using tag = dnnl::memory::format_tag;
     using dt = dnnl::memory::data_type;
     const int64_t n = in[0].dims[0], c = in[0].dims[3];
@@ -237,15 +260,17 @@ class PoolNhwcDnnl final : public Kernel {
     int64_t extra[2];
     for (int i = 0; i < 2; ++i) {
       int64_t span = (g_.kernel[i] - 1) * g_.dilations[i] + 1;
-      extra[i] = std::max<int64_t>(0, (g_.output[i] - 1) * g_.strides[i] + span - (g_.input[i] + g_.pads[i] + g_.pads[2 + i]));
+      extra[i] = std::max<int64_t>(0, (g_.output[i] - 1) * g_.strides[i] + span -
+                                          (g_.input[i] + g_.pads[i] + g_.pads[2 + i]));
     }
     return DnnlTry("pooling setup", [&] {
       dnnl::memory::desc src_md({n, c, g_.input[0], g_.input[1]}, dt::f32, tag::nhwc);
       dnnl::memory::desc dst_md({n, c, g_.output[0], g_.output[1]}, dt::f32, tag::nhwc);
-      dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, algorithm_, src_md, dst_md,
-                                          {g_.strides[0], g_.strides[1]}, {g_.kernel[0], g_.kernel[1]},
-                                          {g_.dilations[0] - 1, g_.dilations[1] - 1}, {g_.pads[0], g_.pads[1]},
-                                          {g_.pads[2] + extra[0], g_.pads[3] + extra[1]});
+      dnnl::pooling_v2_forward::desc desc(
+          dnnl::prop_kind::forward_inference, algorithm_, src_md, dst_md,
+          {g_.strides[0], g_.strides[1]}, {g_.kernel[0], g_.kernel[1]},
+          {g_.dilations[0] - 1, g_.dilations[1] - 1}, {g_.pads[0], g_.pads[1]},
+          {g_.pads[2] + extra[0], g_.pads[3] + extra[1]});
       dnnl::pooling_v2_forward::primitive_desc pd(desc, DnnlEngine());
       primitive_ = std::make_unique<dnnl::pooling_v2_forward>(pd);
       src_ = std::make_unique<dnnl::memory>(src_md, DnnlEngine(), in[0].data);
@@ -270,17 +295,27 @@ Result<std::unique_ptr<Kernel>> CreatePool(const NodeContext& ctx, bool nhwc, bo
   bool include_pad = ctx.Int("count_include_pad", 0) == 1;
   if (nhwc && ctx.options().fast && !include_pad) {
     if (std::getenv("MLCAPSULE_DNNL_POOL") != nullptr)  // kept for measurement (bench/README.md)
-      return std::unique_ptr<Kernel>(new PoolNhwcDnnl(
-          std::move(g), is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding));
+      return std::unique_ptr<Kernel>(
+          new PoolNhwcDnnl(std::move(g), is_max ? dnnl::algorithm::pooling_max
+                                                : dnnl::algorithm::pooling_avg_exclude_padding));
     return std::unique_ptr<Kernel>(new PoolNhwcFast(std::move(g), is_max));
   }
-  return std::unique_ptr<Kernel>(new PoolReference(std::move(g), nhwc, is_max, include_pad, ctx.Int("storage_order", 0) == 1));
+  return std::unique_ptr<Kernel>(
+      new PoolReference(std::move(g), nhwc, is_max, include_pad, ctx.Int("storage_order", 0) == 1));
 }
 
-Result<std::unique_ptr<Kernel>> CreateMaxPool(const NodeContext& ctx) { return CreatePool(ctx, false, true); }
-Result<std::unique_ptr<Kernel>> CreateAvgPool(const NodeContext& ctx) { return CreatePool(ctx, false, false); }
-Result<std::unique_ptr<Kernel>> CreateMaxPoolNhwc(const NodeContext& ctx) { return CreatePool(ctx, true, true); }
-Result<std::unique_ptr<Kernel>> CreateAvgPoolNhwc(const NodeContext& ctx) { return CreatePool(ctx, true, false); }
+Result<std::unique_ptr<Kernel>> CreateMaxPool(const NodeContext& ctx) {
+  return CreatePool(ctx, false, true);
+}
+Result<std::unique_ptr<Kernel>> CreateAvgPool(const NodeContext& ctx) {
+  return CreatePool(ctx, false, false);
+}
+Result<std::unique_ptr<Kernel>> CreateMaxPoolNhwc(const NodeContext& ctx) {
+  return CreatePool(ctx, true, true);
+}
+Result<std::unique_ptr<Kernel>> CreateAvgPoolNhwc(const NodeContext& ctx) {
+  return CreatePool(ctx, true, false);
+}
 
 // ---- Global pools ----
 
@@ -288,7 +323,8 @@ Status InferGlobal(const NodeContext& ctx, bool nhwc, std::vector<TensorType>* o
   if (ctx.input(0).dtype != DType::kFloat32)
     return ctx.Unsupported("element type {} (only float32)", DTypeName(ctx.input(0).dtype));
   const Shape& x = ctx.input(0).shape;
-  if (x.size() < 3 || (nhwc && x.size() != 4)) return ctx.Error("input rank {} is below 3", x.size());
+  if (x.size() < 3 || (nhwc && x.size() != 4))
+    return ctx.Error("input rank {} is below 3", x.size());
   MLC_ASSIGN_OR_RETURN(auto spatial, FixedSpatial(ctx, x, nhwc ? 1 : 2, x.size() - 2, "input"));
   (void)spatial;
   Shape out = x;
@@ -300,13 +336,18 @@ Status InferGlobal(const NodeContext& ctx, bool nhwc, std::vector<TensorType>* o
   outputs->push_back(TensorType{DType::kFloat32, out});
   return Status::Ok();
 }
-Status InferGlobalPool(const NodeContext& ctx, std::vector<TensorType>* o) { return InferGlobal(ctx, false, o); }
-Status InferGlobalPoolNhwc(const NodeContext& ctx, std::vector<TensorType>* o) { return InferGlobal(ctx, true, o); }
+Status InferGlobalPool(const NodeContext& ctx, std::vector<TensorType>* o) {
+  return InferGlobal(ctx, false, o);
+}
+Status InferGlobalPoolNhwc(const NodeContext& ctx, std::vector<TensorType>* o) {
+  return InferGlobal(ctx, true, o);
+}
 
 class GlobalPoolReference final : public Kernel {
  public:
   GlobalPoolReference(bool nhwc, bool is_max) : nhwc_(nhwc), is_max_(is_max) {}
-  void Run(std::span<const TensorView> in, std::span<const TensorView> out, const RunContext& ctx) override {
+  void Run(std::span<const TensorView> in, std::span<const TensorView> out,
+           const RunContext& ctx) override {
     const int64_t batch = in[0].dims[0];
     const int64_t channels = nhwc_ ? in[0].dims.back() : in[0].dims[1];
     const int64_t plane = in[0].NumElements() / std::max<int64_t>(1, batch * channels);
@@ -331,8 +372,12 @@ class GlobalPoolReference final : public Kernel {
   bool nhwc_, is_max_;
 };
 
-Result<std::unique_ptr<Kernel>> CreateGlobalAvg(const NodeContext&) { return std::unique_ptr<Kernel>(new GlobalPoolReference(false, false)); }
-Result<std::unique_ptr<Kernel>> CreateGlobalMax(const NodeContext&) { return std::unique_ptr<Kernel>(new GlobalPoolReference(false, true)); }
+Result<std::unique_ptr<Kernel>> CreateGlobalAvg(const NodeContext&) {
+  return std::unique_ptr<Kernel>(new GlobalPoolReference(false, false));
+}
+Result<std::unique_ptr<Kernel>> CreateGlobalMax(const NodeContext&) {
+  return std::unique_ptr<Kernel>(new GlobalPoolReference(false, true));
+}
 Result<std::unique_ptr<Kernel>> CreateGlobalAvgNhwc(const NodeContext& ctx) {
   if (ctx.options().fast && std::getenv("MLCAPSULE_DNNL_POOL") == nullptr) {
     return std::unique_ptr<Kernel>(new GlobalAvgNhwcFast());
@@ -347,23 +392,37 @@ Result<std::unique_ptr<Kernel>> CreateGlobalAvgNhwc(const NodeContext& ctx) {
     g.strides = {1, 1};
     g.dilations = {1, 1};
     g.pads = {0, 0, 0, 0};
-    return std::unique_ptr<Kernel>(new PoolNhwcDnnl(std::move(g), dnnl::algorithm::pooling_avg_exclude_padding));
+    return std::unique_ptr<Kernel>(
+        new PoolNhwcDnnl(std::move(g), dnnl::algorithm::pooling_avg_exclude_padding));
   }
   return std::unique_ptr<Kernel>(new GlobalPoolReference(true, false));
 }
 
 const OpSchema kMaxPool{OpType::kMaxPool, 1, 1, 1, 2, kMaxPoolAttrs, InferMaxPool, CreateMaxPool};
-const OpSchema kAvgPool{OpType::kAveragePool, 1, 1, 1, 1, kAvgPoolAttrs, InferAvgPool, CreateAvgPool};
-const OpSchema kMaxPoolNhwc{OpType::kMaxPoolNhwc, 1, 1, 1, 1, kMaxPoolAttrs, InferMaxPoolNhwc, CreateMaxPoolNhwc};
-const OpSchema kAvgPoolNhwc{OpType::kAveragePoolNhwc, 1, 1, 1, 1, kAvgPoolAttrs, InferAvgPoolNhwc, CreateAvgPoolNhwc};
-const OpSchema kGlobalAvg{OpType::kGlobalAveragePool, 1, 1, 1, 1, {kNoAttrs, 0}, InferGlobalPool, CreateGlobalAvg};
-const OpSchema kGlobalMax{OpType::kGlobalMaxPool, 1, 1, 1, 1, {kNoAttrs, 0}, InferGlobalPool, CreateGlobalMax};
-const OpSchema kGlobalAvgNhwc{OpType::kGlobalAveragePoolNhwc, 1, 1, 1, 1, {kNoAttrs, 0}, InferGlobalPoolNhwc, CreateGlobalAvgNhwc};
+const OpSchema kAvgPool{OpType::kAveragePool, 1, 1, 1, 1, kAvgPoolAttrs, InferAvgPool,
+                        CreateAvgPool};
+const OpSchema kMaxPoolNhwc{OpType::kMaxPoolNhwc, 1, 1, 1, 1, kMaxPoolAttrs, InferMaxPoolNhwc,
+                            CreateMaxPoolNhwc};
+const OpSchema kAvgPoolNhwc{OpType::kAveragePoolNhwc, 1, 1, 1, 1, kAvgPoolAttrs, InferAvgPoolNhwc,
+                            CreateAvgPoolNhwc};
+const OpSchema kGlobalAvg{
+    OpType::kGlobalAveragePool, 1, 1, 1, 1, {kNoAttrs, 0}, InferGlobalPool, CreateGlobalAvg};
+const OpSchema kGlobalMax{OpType::kGlobalMaxPool, 1, 1, 1, 1, {kNoAttrs, 0}, InferGlobalPool,
+                          CreateGlobalMax};
+const OpSchema kGlobalAvgNhwc{OpType::kGlobalAveragePoolNhwc,
+                              1,
+                              1,
+                              1,
+                              1,
+                              {kNoAttrs, 0},
+                              InferGlobalPoolNhwc,
+                              CreateGlobalAvgNhwc};
 
 }  // namespace
 
 void AddPoolOps(std::vector<const OpSchema*>* ops) {
-  for (const OpSchema* s : {&kMaxPool, &kAvgPool, &kMaxPoolNhwc, &kAvgPoolNhwc, &kGlobalAvg, &kGlobalMax, &kGlobalAvgNhwc})
+  for (const OpSchema* s : {&kMaxPool, &kAvgPool, &kMaxPoolNhwc, &kAvgPoolNhwc, &kGlobalAvg,
+                            &kGlobalMax, &kGlobalAvgNhwc})
     ops->push_back(s);
 }
 

@@ -7,9 +7,9 @@
 
 namespace mlcapsule::engine::vec {
 
-void MaxInto(float* y, const float* x, int64_t n);   // y[i] = max(y[i], x[i])
-void AddInto(float* y, const float* x, int64_t n);   // y[i] += x[i]
-void Scale(float* y, float s, int64_t n);             // y[i] *= s
+void MaxInto(float* y, const float* x, int64_t n);  // y[i] = max(y[i], x[i])
+void AddInto(float* y, const float* x, int64_t n);  // y[i] += x[i]
+void Scale(float* y, float s, int64_t n);           // y[i] *= s
 void Fill(float* y, float v, int64_t n);
 
 }  // namespace mlcapsule::engine::vec
