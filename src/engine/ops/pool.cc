@@ -1,15 +1,14 @@
 // Pooling. MaxPool (with optional Indices output), AveragePool, GlobalAveragePool and
 // GlobalMaxPool follow ONNX on NCHW data of any spatial rank with reference kernels. The
-// compiler's NHWC forms (MaxPoolNhwc, AveragePoolNhwc, GlobalAveragePoolNhwc; 2-D only) use
-// oneDNN pooling as their fast kernels, falling back to reference loops for the case ceil-mode
-// padding cannot express (AveragePool with count_include_pad=1).
+// compiler's NHWC forms (MaxPoolNhwc, AveragePoolNhwc, GlobalAveragePoolNhwc; 2-D only) have
+// channels-last fast kernels (vectorised over the contiguous channels), falling back to the
+// reference loops for AveragePool with count_include_pad=1. oneDNN's NHWC pooling was measured
+// and dropped: 5-10x slower on small channel counts (bench/README.md).
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 
 #include "engine/op.h"
 #include "engine/ops/conv_geometry.h"
-#include "engine/ops/dnnl_util.h"
 #include "engine/ops/vector_ops.h"
 #include "engine/parallel.h"
 #include "engine/shape_util.h"
@@ -244,60 +243,11 @@ class GlobalAvgNhwcFast final : public Kernel {
   }
 };
 
-// Fast path: oneDNN pooling on NHWC data (also global average pooling, as a full-size window).
-class PoolNhwcDnnl final : public Kernel {
- public:
-  PoolNhwcDnnl(WindowGeometry g, dnnl::algorithm algorithm)
-      : g_(std::move(g)), algorithm_(algorithm) {}
-
-  Status Setup(std::span<const TensorView> in, std::span<const TensorView> out,
-               const RunContext&) override {
-    using tag = dnnl::memory::format_tag;
-    using dt = dnnl::memory::data_type;
-    const int64_t n = in[0].dims[0], c = in[0].dims[3];
-    // Ceil mode: pad the bottom/right so oneDNN's floor arithmetic gives the same output size;
-    // the extra cells are padding, which max ignores and exclude-padding average does not count.
-    int64_t extra[2];
-    for (int i = 0; i < 2; ++i) {
-      int64_t span = (g_.kernel[i] - 1) * g_.dilations[i] + 1;
-      extra[i] = std::max<int64_t>(0, (g_.output[i] - 1) * g_.strides[i] + span -
-                                          (g_.input[i] + g_.pads[i] + g_.pads[2 + i]));
-    }
-    return DnnlTry("pooling setup", [&] {
-      dnnl::memory::desc src_md({n, c, g_.input[0], g_.input[1]}, dt::f32, tag::nhwc);
-      dnnl::memory::desc dst_md({n, c, g_.output[0], g_.output[1]}, dt::f32, tag::nhwc);
-      dnnl::pooling_v2_forward::desc desc(
-          dnnl::prop_kind::forward_inference, algorithm_, src_md, dst_md,
-          {g_.strides[0], g_.strides[1]}, {g_.kernel[0], g_.kernel[1]},
-          {g_.dilations[0] - 1, g_.dilations[1] - 1}, {g_.pads[0], g_.pads[1]},
-          {g_.pads[2] + extra[0], g_.pads[3] + extra[1]});
-      dnnl::pooling_v2_forward::primitive_desc pd(desc, DnnlEngine());
-      primitive_ = std::make_unique<dnnl::pooling_v2_forward>(pd);
-      src_ = std::make_unique<dnnl::memory>(src_md, DnnlEngine(), in[0].data);
-      dst_ = std::make_unique<dnnl::memory>(dst_md, DnnlEngine(), out[0].data);
-    });
-  }
-
-  void Run(std::span<const TensorView>, std::span<const TensorView>, const RunContext&) override {
-    primitive_->execute(DnnlStream(), {{DNNL_ARG_SRC, *src_}, {DNNL_ARG_DST, *dst_}});
-  }
-
- private:
-  WindowGeometry g_;
-  dnnl::algorithm algorithm_;
-  std::unique_ptr<dnnl::memory> src_, dst_;
-  std::unique_ptr<dnnl::pooling_v2_forward> primitive_;
-};
-
 Result<std::unique_ptr<Kernel>> CreatePool(const NodeContext& ctx, bool nhwc, bool is_max) {
   std::vector<TensorType> outputs;
   MLC_ASSIGN_OR_RETURN(WindowGeometry g, InferPool(ctx, nhwc, is_max, &outputs));
   bool include_pad = ctx.Int("count_include_pad", 0) == 1;
   if (nhwc && ctx.options().fast && !include_pad) {
-    if (std::getenv("MLCAPSULE_DNNL_POOL") != nullptr)  // kept for measurement (bench/README.md)
-      return std::unique_ptr<Kernel>(
-          new PoolNhwcDnnl(std::move(g), is_max ? dnnl::algorithm::pooling_max
-                                                : dnnl::algorithm::pooling_avg_exclude_padding));
     return std::unique_ptr<Kernel>(new PoolNhwcFast(std::move(g), is_max));
   }
   return std::unique_ptr<Kernel>(
@@ -379,22 +329,7 @@ Result<std::unique_ptr<Kernel>> CreateGlobalMax(const NodeContext&) {
   return std::unique_ptr<Kernel>(new GlobalPoolReference(false, true));
 }
 Result<std::unique_ptr<Kernel>> CreateGlobalAvgNhwc(const NodeContext& ctx) {
-  if (ctx.options().fast && std::getenv("MLCAPSULE_DNNL_POOL") == nullptr) {
-    return std::unique_ptr<Kernel>(new GlobalAvgNhwcFast());
-  }
-  if (ctx.options().fast) {
-    WindowGeometry g;
-    g.spatial = 2;
-    const Shape& x = ctx.input(0).shape;
-    g.input = {x[1].value, x[2].value};
-    g.kernel = g.input;
-    g.output = {1, 1};
-    g.strides = {1, 1};
-    g.dilations = {1, 1};
-    g.pads = {0, 0, 0, 0};
-    return std::unique_ptr<Kernel>(
-        new PoolNhwcDnnl(std::move(g), dnnl::algorithm::pooling_avg_exclude_padding));
-  }
+  if (ctx.options().fast) return std::unique_ptr<Kernel>(new GlobalAvgNhwcFast());
   return std::unique_ptr<Kernel>(new GlobalPoolReference(true, false));
 }
 
