@@ -1,7 +1,8 @@
 // Session: runs a validated plan. Create() validates the plan (every op, index, attribute and
 // shape) and builds the kernels once; Run() takes any batch size, re-planning the arena and
 // re-running kernel Setup only when the batch size changes. A Session is not thread-safe: use one
-// per thread (they may share nothing but the plan bytes).
+// per thread (they may share nothing but the plan bytes). Run() sets the calling thread's OpenMP
+// team size to SessionOptions::threads (the engine and oneDNN share OpenMP's threads).
 //
 //   MLC_ASSIGN_OR_RETURN(Plan plan, ParsePlan(bytes));
 //   MLC_ASSIGN_OR_RETURN(auto session, Session::Create(std::move(plan), {.threads = 2}));
