@@ -213,7 +213,7 @@ class ConvNhwcReference final : public Kernel {
 class ConvNhwcDnnl final : public Kernel {
  public:
   ConvNhwcDnnl(ConvShape shape, Clamp clamp, const float* weights, const float* bias)
-      : cs_(std::move(shape)), clamp_(clamp), weights_(weights), bias_(bias) {}
+      : cs_(std::move(shape)), clamp_(clamp), layer_(weights, bias, cs_.out_channels) {}
 
   Status Setup(std::span<const TensorView> in, std::span<const TensorView> out,
                const RunContext& ctx) override {
@@ -236,48 +236,27 @@ class ConvNhwcDnnl final : public Kernel {
           b_md, dst_md, {g.strides[0], g.strides[1]}, {g.dilations[0] - 1, g.dilations[1] - 1},
           {g.pads[0], g.pads[1]}, {g.pads[2], g.pads[3]});
       dnnl::convolution_forward::primitive_desc pd(desc, ClampAttr(clamp_), DnnlEngine());
-      if (!packed_ || pd.weights_desc() != packed_->get_desc()) {
-        // Our OHWI bytes are [g][o][h][w][i]: describe them to oneDNN and reorder once.
-        dnnl::memory::desc user_md =
-            cs_.group > 1
-                ? dnnl::memory::desc(w_dims, dt::f32,
-                                     dnnl::memory::dims{cout_g * g.kernel[0] * g.kernel[1] * cin_g,
-                                                        g.kernel[0] * g.kernel[1] * cin_g, 1,
-                                                        g.kernel[1] * cin_g, cin_g})
-                : dnnl::memory::desc(w_dims, dt::f32, tag::ohwi);
-        dnnl::memory user(user_md, DnnlEngine(), const_cast<float*>(weights_));
-        packed_ = std::make_unique<dnnl::memory>(pd.weights_desc(), DnnlEngine());
-        dnnl::reorder(user, *packed_).execute(DnnlStream(), user, *packed_);
-        DnnlStream().wait();
-      }
-      if (!bias_mem_) {
-        bias_storage_.assign(static_cast<size_t>(cs_.out_channels), 0.0f);
-        if (bias_) std::copy(bias_, bias_ + cs_.out_channels, bias_storage_.begin());
-        bias_mem_ = std::make_unique<dnnl::memory>(b_md, DnnlEngine(), bias_storage_.data());
-      }
-      primitive_ = std::make_unique<dnnl::convolution_forward>(pd);
-      src_ = std::make_unique<dnnl::memory>(src_md, DnnlEngine(), in[0].data);
-      dst_ = std::make_unique<dnnl::memory>(dst_md, DnnlEngine(), out[0].data);
-      impl_ = pd.impl_info_str();
+      // Our OHWI bytes are [g][o][h][w][i]: describe them to oneDNN, which reorders them once.
+      dnnl::memory::desc user_md =
+          cs_.group > 1
+              ? dnnl::memory::desc(w_dims, dt::f32,
+                                   dnnl::memory::dims{cout_g * g.kernel[0] * g.kernel[1] * cin_g,
+                                                      g.kernel[0] * g.kernel[1] * cin_g, 1,
+                                                      g.kernel[1] * cin_g, cin_g})
+              : dnnl::memory::desc(w_dims, dt::f32, tag::ohwi);
+      layer_.Bind(dnnl::convolution_forward(pd), pd.weights_desc(), user_md, src_md, in[0].data,
+                  dst_md, out[0].data);
     });
   }
 
   void Run(std::span<const TensorView>, std::span<const TensorView>, const RunContext&) override {
-    primitive_->execute(DnnlStream(), {{DNNL_ARG_SRC, *src_},
-                                       {DNNL_ARG_WEIGHTS, *packed_},
-                                       {DNNL_ARG_BIAS, *bias_mem_},
-                                       {DNNL_ARG_DST, *dst_}});
+    layer_.Execute();
   }
 
  private:
   ConvShape cs_;
   Clamp clamp_;
-  const float* weights_;
-  const float* bias_;
-  std::vector<float> bias_storage_;
-  std::unique_ptr<dnnl::memory> packed_, bias_mem_, src_, dst_;
-  std::unique_ptr<dnnl::convolution_forward> primitive_;
-  std::string impl_;
+  DnnlWeightedLayer layer_;
 };
 
 Result<std::unique_ptr<Kernel>> CreateConv(const NodeContext& ctx) {

@@ -228,7 +228,7 @@ class FullyConnectedReference final : public Kernel {
 class FullyConnectedDnnl final : public Kernel {
  public:
   FullyConnectedDnnl(int64_t k, int64_t n, const float* w, const float* b, Clamp clamp)
-      : k_(k), n_(n), weights_(w), bias_(b), clamp_(clamp) {}
+      : k_(k), n_(n), clamp_(clamp), layer_(w, b, n) {}
 
   Status Setup(std::span<const TensorView> in, std::span<const TensorView> out,
                const RunContext&) override {
@@ -241,38 +241,20 @@ class FullyConnectedDnnl final : public Kernel {
       dnnl::inner_product_forward::desc desc(dnnl::prop_kind::forward_inference, src_md, w_any,
                                              b_md, dst_md);
       dnnl::inner_product_forward::primitive_desc pd(desc, ClampAttr(clamp_), DnnlEngine());
-      if (!packed_ || pd.weights_desc() != packed_->get_desc()) {
-        dnnl::memory user({{n_, k_}, dt::f32, tag::ab}, DnnlEngine(), const_cast<float*>(weights_));
-        packed_ = std::make_unique<dnnl::memory>(pd.weights_desc(), DnnlEngine());
-        dnnl::reorder(user, *packed_).execute(DnnlStream(), user, *packed_);
-        DnnlStream().wait();
-      }
-      if (!bias_mem_) {
-        bias_storage_.assign(static_cast<size_t>(n_), 0.0f);
-        if (bias_) std::copy(bias_, bias_ + n_, bias_storage_.begin());
-        bias_mem_ = std::make_unique<dnnl::memory>(b_md, DnnlEngine(), bias_storage_.data());
-      }
-      primitive_ = std::make_unique<dnnl::inner_product_forward>(pd);
-      src_ = std::make_unique<dnnl::memory>(src_md, DnnlEngine(), in[0].data);
-      dst_ = std::make_unique<dnnl::memory>(dst_md, DnnlEngine(), out[0].data);
+      layer_.Bind(dnnl::inner_product_forward(pd), pd.weights_desc(),
+                  dnnl::memory::desc({n_, k_}, dt::f32, tag::ab), src_md, in[0].data, dst_md,
+                  out[0].data);
     });
   }
 
   void Run(std::span<const TensorView>, std::span<const TensorView>, const RunContext&) override {
-    primitive_->execute(DnnlStream(), {{DNNL_ARG_SRC, *src_},
-                                       {DNNL_ARG_WEIGHTS, *packed_},
-                                       {DNNL_ARG_BIAS, *bias_mem_},
-                                       {DNNL_ARG_DST, *dst_}});
+    layer_.Execute();
   }
 
  private:
   int64_t k_, n_;
-  const float* weights_;
-  const float* bias_;
   Clamp clamp_;
-  std::vector<float> bias_storage_;
-  std::unique_ptr<dnnl::memory> packed_, bias_mem_, src_, dst_;
-  std::unique_ptr<dnnl::inner_product_forward> primitive_;
+  DnnlWeightedLayer layer_;
 };
 
 Result<std::unique_ptr<Kernel>> CreateFullyConnected(const NodeContext& ctx) {
