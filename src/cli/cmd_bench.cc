@@ -12,9 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "base/file_util.h"
 #include "cli/cli_common.h"
-#include "compiler/onnx_import.h"
 #include "engine/plan_stats.h"
 #include "engine/session.h"
 
@@ -50,16 +48,7 @@ void RunBench(const BenchOptions& o) {
     if (shape.empty()) return SetExitCode(ReportError(InvalidArgument("--input-shape is empty")));
     shape[0] = -1;  // keep the batch dynamic; --batch sets it
   }
-  if (!shape.empty() && EndsWith(o.model, ".onnx")) {
-    auto bytes_names = [&]() -> Result<std::string> {
-      MLC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(o.model, compiler::kMaxModelBytes));
-      MLC_ASSIGN_OR_RETURN(auto names, compiler::OnnxInputNames(bytes));
-      if (names.empty()) return InvalidArgument("model has no inputs");
-      return names[0];
-    }();
-    if (!bytes_names.ok()) return SetExitCode(ReportError(bytes_names.status()));
-    options.input_shapes[*bytes_names] = shape;
-  }
+  if (!shape.empty()) options.input_shapes[""] = shape;  // the first input
   auto plan = LoadModel(o.model, options);
   if (!plan.ok()) return SetExitCode(ReportError(plan.status()));
   const double flops = engine::PlanFlops(*plan, o.batch);

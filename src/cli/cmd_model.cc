@@ -3,7 +3,6 @@
 
 #include "base/file_util.h"
 #include "cli/cli_common.h"
-#include "compiler/onnx_import.h"
 #include "engine/session.h"
 
 namespace mlcapsule::cli {
@@ -27,8 +26,7 @@ void AddShapeOptions(CLI::App* cmd, ShapeOptions* o) {
                 "Keep NCHW layout (reference kernels for convolutions)");
 }
 
-Result<compiler::CompileOptions> MakeCompileOptions(const ShapeOptions& o,
-                                                    const std::string& model_path) {
+Result<compiler::CompileOptions> MakeCompileOptions(const ShapeOptions& o) {
   compiler::CompileOptions options;
   options.fixed_batch = o.batch;
   options.optimize = !o.no_optimize;
@@ -38,19 +36,13 @@ Result<compiler::CompileOptions> MakeCompileOptions(const ShapeOptions& o,
     std::string name = eq == std::string::npos ? "" : spec.substr(0, eq);
     MLC_ASSIGN_OR_RETURN(std::vector<int64_t> dims,
                          ParseDims(eq == std::string::npos ? spec : spec.substr(eq + 1)));
-    if (name.empty()) {
-      MLC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path, compiler::kMaxModelBytes));
-      MLC_ASSIGN_OR_RETURN(std::vector<std::string> names, compiler::OnnxInputNames(bytes));
-      if (names.empty()) return InvalidArgument("the model has no inputs to give a shape to");
-      name = names[0];
-    }
-    options.input_shapes[name] = dims;
+    options.input_shapes[name] = dims;  // "" = the first input
   }
   return options;
 }
 
 void RunCompile(const std::string& model, const std::string& out, const ShapeOptions& shapes) {
-  auto options = MakeCompileOptions(shapes, model);
+  auto options = MakeCompileOptions(shapes);
   if (!options.ok()) return SetExitCode(ReportError(options.status()));
   compiler::CompileReport report;
   auto plan = LoadModel(model, *options, &report);
@@ -76,7 +68,7 @@ struct InferOptions {
 };
 
 void RunInfer(const InferOptions& o) {
-  auto options = MakeCompileOptions(o.shapes, o.model);
+  auto options = MakeCompileOptions(o.shapes);
   if (!options.ok()) return SetExitCode(ReportError(options.status()));
   auto plan = LoadModel(o.model, *options);
   if (!plan.ok()) return SetExitCode(ReportError(plan.status()));

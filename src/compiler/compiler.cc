@@ -217,6 +217,9 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
     init.clear_float_data();
     init.clear_int64_data();
   }
+  std::set<std::string> unused_overrides;
+  for (const auto& [name, dims] : options_.input_shapes) unused_overrides.insert(name);
+  bool first_real_input = true;
   for (const auto& input : g.input()) {
     if (by_name_.count(input.name())) continue;  // an initializer with a default value: constant
     const std::string what = "input '" + input.name() + "'";
@@ -230,6 +233,7 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
             parameter = true;
       if (parameter) {
         by_name_[input.name()] = graph_.AddConstant(input.name(), bound->second);
+        unused_overrides.erase(input.name());
         continue;
       }
     }
@@ -239,8 +243,13 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
       return Unsupported("{} has element type {}, which is not supported (float32 and int64 only)",
                          what, OnnxTypeName(tt.elem_type()));
     TensorType type{static_cast<DType>(tt.elem_type()), {}};
+    // An override by name, or under "" for the first input.
     auto override_it = options_.input_shapes.find(input.name());
+    if (override_it == options_.input_shapes.end() && first_real_input)
+      override_it = options_.input_shapes.find("");
+    first_real_input = false;
     if (override_it != options_.input_shapes.end()) {
+      unused_overrides.erase(override_it->first);
       const auto& dims = override_it->second;
       if (dims.size() > static_cast<size_t>(engine::kMaxRank))
         return InvalidArgument("{} override rank is over {}", what, engine::kMaxRank);
@@ -285,6 +294,9 @@ Status Importer::ImportGraph(onnx::GraphProto& g) {
     graph_.inputs.push_back(id);
     by_name_[input.name()] = id;
   }
+  if (!unused_overrides.empty())
+    return InvalidArgument("an input shape was given for '{}', which is not an input of the graph",
+                           *unused_overrides.begin());
   for (const auto& node : g.node()) {
     if (report_) report_->onnx_nodes++;
     MLC_RETURN_IF_ERROR(ImportNode(node));

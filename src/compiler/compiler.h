@@ -20,8 +20,9 @@
 namespace mlcapsule::compiler {
 
 struct CompileOptions {
-  // Replaces the declared shape of an input (e.g. {"input", {1, 3, 224, 224}}). A value of -1 in
-  // dimension 0 keeps that dimension as the dynamic batch.
+  // Replaces the declared shape of an input (e.g. {"input", {1, 3, 224, 224}}); the name "" means
+  // the first input. A value of -1 in dimension 0 keeps that dimension as the dynamic batch. A
+  // name that is not a graph input is an error.
   std::map<std::string, std::vector<int64_t>> input_shapes;
   // > 0: compile for this fixed batch size instead of a dynamic batch dimension.
   int64_t fixed_batch = 0;

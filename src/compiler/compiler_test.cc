@@ -899,6 +899,19 @@ TEST(CompilerErrorTest, BadOptionsAreAnError) {
   CompileOptions options;
   options.input_shapes["X"] = std::vector<int64_t>(20, 1);
   ExpectError(bytes, StatusCode::kInvalidArgument, {"'X'"}, options);
+  CompileOptions unknown;
+  unknown.input_shapes["nosuch"] = {2, 4};
+  ExpectError(bytes, StatusCode::kInvalidArgument, {"'nosuch'", "not an input"}, unknown);
+}
+
+TEST(CompilerTest, EmptyInputNameOverridesTheFirstInput) {
+  std::string bytes = MatMulAddReluModel(RandomFloats(12, 1), RandomFloats(3, 2));
+  CompileOptions options;
+  options.input_shapes[""] = {5, 4};
+  CompileReport report;
+  Plan plan = MustCompile(bytes, options, &report);
+  const engine::PlanTensor& x = plan.tensors[static_cast<size_t>(plan.inputs[0])];
+  EXPECT_EQ(x.type.shape, engine::FixedShape(std::vector<int64_t>{5, 4}));
 }
 
 // ---- tensor files ----
