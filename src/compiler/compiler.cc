@@ -724,10 +724,6 @@ Status Importer::Canonicalize(const onnx::NodeProto& proto, Node* out) {
       MLC_RETURN_IF_ERROR(known({"upper"}));
       copy_ints({"upper"});
       return Status::Ok();
-    case OpType::kLpNormalization:
-      MLC_RETURN_IF_ERROR(known({"axis", "p"}));
-      copy_ints({"axis", "p"});
-      return Status::Ok();
     default:
       return Unsupported("{}: operator {} is not supported", where, op);
   }
@@ -918,16 +914,13 @@ Status Importer::Emit(Node node) {
     if (!engine::HasBatchDim(s)) all_constant = true;
   }
   if (all_constant) {
+    // Fold only fixed-shape outputs of bounded size.
     int64_t out_elements = 0;
-    for (int v : node.outputs)
-      out_elements += engine::HasBatchDim(graph_.values[static_cast<size_t>(v)].type.shape)
-                          ? kMaxFoldElements + 1
-                          : [&] {
-                              int64_t n = 1;
-                              for (const Dim& d : graph_.values[static_cast<size_t>(v)].type.shape)
-                                n *= d.value;
-                              return n;
-                            }();
+    for (int v : node.outputs) {
+      const Shape& shape = graph_.values[static_cast<size_t>(v)].type.shape;
+      Result<int64_t> n = engine::CheckedNumElements(engine::ResolveShape(shape, 1), "output");
+      out_elements += engine::HasBatchDim(shape) || !n.ok() ? kMaxFoldElements + 1 : *n;
+    }
     if (out_elements <= kMaxFoldElements) {
       std::vector<const Tensor*> inputs;
       Tensor shape_input;

@@ -23,8 +23,6 @@ struct Session::Impl {
   std::vector<std::vector<TensorView>> node_inputs, node_outputs;
   std::vector<NodeProfile> profile;
 
-  ~Impl() { kernels.clear(); }
-
   Status Prepare(int64_t batch_size);
 };
 

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "engine/ops/op_test_util.h"
+
 namespace mlcapsule::engine::testing {
 
 namespace {
@@ -10,13 +12,6 @@ std::vector<float> Pattern(size_t n, float scale) {
   std::vector<float> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = scale * std::sin(static_cast<float>(i) * 0.7f + 0.3f);
   return v;
-}
-Attribute Ints(std::string name, std::vector<int64_t> v) {
-  Attribute a;
-  a.name = std::move(name);
-  a.kind = AttrKind::kInts;
-  a.ints = std::move(v);
-  return a;
 }
 }  // namespace
 
@@ -52,9 +47,9 @@ Plan SmallConvNet() {
   int32_t y = add("output", {n, {3, false}}, TensorKind::kOutput);
   p.inputs = {x};
   p.outputs = {y};
-  PlanNode c{OpType::kConv, "conv", {x, cw, cb}, {conv}, {Ints("pads", {1, 1, 1, 1})}};
+  PlanNode c{OpType::kConv, "conv", {x, cw, cb}, {conv}, {IntsAttr("pads", {1, 1, 1, 1})}};
   PlanNode r{OpType::kRelu, "relu", {conv}, {relu}, {}};
-  PlanNode f{OpType::kFlatten, "flatten", {relu}, {flat}, {Ints("axis", {1})}};
+  PlanNode f{OpType::kFlatten, "flatten", {relu}, {flat}, {IntsAttr("axis", {1})}};
   PlanNode fc{OpType::kFullyConnected, "fc", {flat, fcw, fcb}, {y}, {}};
   p.nodes = {c, r, f, fc};
   return p;

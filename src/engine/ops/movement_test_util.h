@@ -54,17 +54,27 @@ inline Tensor Ints(std::vector<int64_t> values) {
   return Tensor::FromInt64s({n}, std::move(values));
 }
 
+// Owns what a NodeContext points to (types, constant data, plan, options) for one test call.
+struct TestNodeContext {
+  TestNodeContext(const std::vector<TestInput>& inputs, bool fast) : options{fast} {
+    CollectInputs(inputs, &types, &constants);
+  }
+  NodeContext Make(const PlanNode& node) const {
+    return NodeContext(plan, node, types, constants, options);
+  }
+  std::vector<const TensorType*> types;
+  std::vector<const void*> constants;
+  Plan plan;
+  KernelOptions options;
+};
+
 // Runs the op's inference the way the plan loader does.
 inline Result<std::vector<TensorType>> InferTypes(const PlanNode& node,
                                                   const std::vector<TestInput>& inputs) {
   const OpSchema* schema = FindSchema(node.op);
   if (schema == nullptr) return Unsupported("no schema");
-  std::vector<const TensorType*> types;
-  std::vector<const void*> constants;
-  CollectInputs(inputs, &types, &constants);
-  Plan plan;
-  KernelOptions options{false};
-  NodeContext ctx(plan, node, types, constants, options);
+  TestNodeContext owner(inputs, false);
+  NodeContext ctx = owner.Make(node);
   std::vector<TensorType> outputs;
   MLC_RETURN_IF_ERROR(schema->infer(ctx, &outputs));
   return outputs;
@@ -78,12 +88,8 @@ inline Result<std::vector<Tensor>> RunNode(const PlanNode& node,
                                            bool fast = false, const RunContext& run = {}) {
   const OpSchema* schema = FindSchema(node.op);
   if (schema == nullptr) return Unsupported("no schema");
-  std::vector<const TensorType*> types;
-  std::vector<const void*> constants;
-  CollectInputs(inputs, &types, &constants);
-  Plan plan;
-  KernelOptions options{fast};
-  NodeContext ctx(plan, node, types, constants, options);
+  TestNodeContext owner(inputs, fast);
+  NodeContext ctx = owner.Make(node);
   std::vector<TensorType> out_types;
   MLC_RETURN_IF_ERROR(schema->infer(ctx, &out_types));
   out_types.resize(node.outputs.size());
