@@ -85,6 +85,11 @@ Status FailedPrecondition(fmt::format_string<Args...> format, Args&&... args) {
   return Status(StatusCode::kFailedPrecondition, fmt::format(format, std::forward<Args>(args)...));
 }
 
+template <typename... Args>
+Status PermissionDenied(fmt::format_string<Args...> format, Args&&... args) {
+  return Status(StatusCode::kPermissionDenied, fmt::format(format, std::forward<Args>(args)...));
+}
+
 template <typename T>
 class [[nodiscard]] Result {
  public:

@@ -55,7 +55,8 @@ Result<engine::Plan> LoadModel(const std::string& path, const compiler::CompileO
                                compiler::CompileReport* report) {
   if (EndsWith(path, ".capsule"))
     return Unsupported(
-        "'{}' is a capsule; capsules are run by `mlcapsule run` (issue 3 adds them to bench)",
+        "'{}' is a capsule: its plan is encrypted; run it with `mlcapsule run` or measure it "
+        "with `mlcapsule bench`",
         path);
   MLC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path, compiler::kMaxModelBytes));
   if (EndsWith(path, ".plan") || bytes.rfind("MLCPLAN", 0) == 0) {

@@ -46,5 +46,8 @@ Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
 void AddConformanceCommand(CLI::App& app);
 void AddBenchCommand(CLI::App& app);
 void AddModelCommands(CLI::App& app);  // compile, infer
+// keygen, pack, inspect, verify, lease {request,issue,install,status}, usage, run
+void AddCapsuleCommands(CLI::App& app);
+void AddServeCommand(CLI::App& app);  // serve (loopback HTTP endpoint)
 
 }  // namespace mlcapsule::cli

@@ -12,9 +12,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/file_util.h"
+#include "capsule/crypto.h"
 #include "cli/cli_common.h"
 #include "engine/plan_stats.h"
 #include "engine/session.h"
+#include "host/client.h"
 
 namespace mlcapsule::cli {
 namespace {
@@ -28,6 +31,8 @@ struct BenchOptions {
   std::string input_shape;
   bool reference = false;
   bool profile = false;
+  // Capsules only.
+  std::string state, lease, baseline, core_binary;
 };
 
 double Percentile(std::vector<double> v, double q) {
@@ -38,7 +43,11 @@ double Percentile(std::vector<double> v, double q) {
   return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
 }
 
+void RunCapsuleBench(const BenchOptions& o);
+std::string ModelName(const std::string& path);
+
 void RunBench(const BenchOptions& o) {
+  if (EndsWith(o.model, ".capsule")) return RunCapsuleBench(o);
   compiler::CompileOptions options;
   std::vector<int64_t> shape;
   if (!o.input_shape.empty()) {
@@ -49,8 +58,12 @@ void RunBench(const BenchOptions& o) {
     shape[0] = -1;  // keep the batch dynamic; --batch sets it
   }
   if (!shape.empty()) options.input_shapes[""] = shape;  // the first input
+  const auto load_start = std::chrono::steady_clock::now();
   auto plan = LoadModel(o.model, options);
   if (!plan.ok()) return SetExitCode(ReportError(plan.status()));
+  double load_ms = std::chrono::duration<double, std::milli>(
+                       std::chrono::steady_clock::now() - load_start)
+                       .count();
   const double flops = engine::PlanFlops(*plan, o.batch);
   std::vector<engine::Tensor> inputs;
   std::mt19937 rng(42);
@@ -69,8 +82,13 @@ void RunBench(const BenchOptions& o) {
   session_options.threads = o.threads;
   session_options.fast_kernels = !o.reference;
   session_options.profile = o.profile;
+  // Load time = read + parse (or compile) + validate + kernel set-up (weights reordered).
+  const auto create_start = std::chrono::steady_clock::now();
   auto session = engine::Session::Create(std::move(plan).value(), session_options);
   if (!session.ok()) return SetExitCode(ReportError(session.status()));
+  load_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                       create_start)
+                 .count();
   std::vector<engine::TensorView> views;
   for (engine::Tensor& t : inputs) views.push_back(t.View());
   std::vector<engine::Tensor> outputs;
@@ -93,9 +111,7 @@ void RunBench(const BenchOptions& o) {
   double median = Percentile(ms, 0.5);
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
-  std::string model_name = std::filesystem::path(o.model).filename().string();
-  if (model_name == "model.onnx")
-    model_name = std::filesystem::path(o.model).parent_path().filename().string();
+  const std::string model_name = ModelName(o.model);
   nlohmann::json j = {
       {"engine", std::string("mlcapsule-") + kVersion},
       {"model", model_name},
@@ -113,6 +129,7 @@ void RunBench(const BenchOptions& o) {
       {"arena_mib", static_cast<double>((*session)->stats().arena_bytes) / (1 << 20)},
       {"peak_rss_mib", static_cast<double>(usage.ru_maxrss) / 1024.0},
       {"kernels", o.reference ? "reference" : "fast"},
+      {"load_ms", load_ms},
   };
   std::printf("%s\n", j.dump().c_str());
   if (o.profile) {
@@ -131,13 +148,134 @@ void RunBench(const BenchOptions& o) {
   }
 }
 
+
+std::string ModelName(const std::string& path) {
+  std::string name = std::filesystem::path(path).filename().string();
+  if (name == "model.onnx") name = std::filesystem::path(path).parent_path().filename().string();
+  return name;
+}
+
+engine::Tensor RandomTensor(engine::DType dtype, const engine::Dims& dims, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  engine::Tensor tensor = engine::Tensor::Make(dtype, dims);
+  if (dtype == engine::DType::kFloat32)
+    for (int64_t i = 0; i < tensor.NumElements(); ++i) tensor.Data<float>()[i] = normal(rng);
+  return tensor;
+}
+
+// The guarded path: every timed call goes host -> socket -> mlcapsule-core (seccomp, memfd_secret)
+// -> quota, counter, chain, engine, output policy -> back. With --baseline, the plain engine runs
+// the same model in this process, interleaved call by call, so both see the same machine state.
+void RunCapsuleBench(const BenchOptions& o) {
+  if (Status s = capsule::InitCrypto(); !s.ok()) return SetExitCode(ReportError(s));
+  host::ClientOptions options;
+  options.state_dir = o.state.empty() ? o.model + ".state" : o.state;
+  options.threads = o.threads;
+  options.core_binary = o.core_binary;
+  auto open_start = std::chrono::steady_clock::now();
+  auto client = host::Client::Open(o.model, options);
+  if (!client.ok()) return SetExitCode(ReportError(client.status()));
+  if (!o.lease.empty() && (*client)->info().state != host::CoreStateKind::kReady) {
+    auto lease = ReadFile(o.lease, 1 << 20);
+    if (!lease.ok()) return SetExitCode(ReportError(lease.status()));
+    Status s = (*client)->InstallLease(AsBytes(*lease));
+    if (!s.ok()) return SetExitCode(ReportError(s));
+  }
+  const double open_ms = std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now() - open_start)
+                             .count();
+  if ((*client)->info().state != host::CoreStateKind::kReady)
+    return SetExitCode(ReportError(FailedPrecondition(
+        "bench: {} has no lease in {} (pass --lease FILE, or see `mlcapsule lease --help`)",
+        o.model, options.state_dir)));
+  const uint64_t needed = static_cast<uint64_t>(o.batch) * static_cast<uint64_t>(o.iters + o.warmup);
+  const host::CoreInfo& info = (*client)->info();
+  if (info.query_quota - info.queries_used < needed)
+    return SetExitCode(ReportError(ResourceExhausted(
+        "bench: the lease has {} queries left, the run needs {} (batch x (iters + warmup))",
+        info.query_quota - info.queries_used, needed)));
+  std::mt19937 rng(42);
+  std::vector<engine::Tensor> inputs;
+  for (const capsule::IoTensor& io : info.inputs) {
+    engine::Dims dims;
+    for (const capsule::IoDim& d : io.dims) dims.push_back(d.batch ? d.value * o.batch : d.value);
+    inputs.push_back(RandomTensor(static_cast<engine::DType>(io.dtype), dims, rng));
+  }
+  std::vector<engine::TensorView> views;
+  for (engine::Tensor& t : inputs) views.push_back(t.View());
+
+  std::unique_ptr<engine::Session> baseline;
+  if (!o.baseline.empty()) {
+    compiler::CompileOptions compile_options;
+    auto plan = LoadModel(o.baseline, compile_options);
+    if (!plan.ok()) return SetExitCode(ReportError(plan.status()));
+    engine::SessionOptions session_options;
+    session_options.threads = o.threads;
+    auto session = engine::Session::Create(std::move(plan).value(), session_options);
+    if (!session.ok()) return SetExitCode(ReportError(session.status()));
+    baseline = std::move(session).value();
+  }
+  std::vector<engine::Tensor> outputs;
+  for (int i = 0; i < o.warmup; ++i) {
+    if (Status s = (*client)->Infer(views, &outputs); !s.ok()) return SetExitCode(ReportError(s));
+    if (baseline) {
+      if (Status s = baseline->Run(views, &outputs); !s.ok()) return SetExitCode(ReportError(s));
+    }
+  }
+  std::vector<double> guarded_ms, plain_ms;
+  for (int i = 0; i < o.iters; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    Status s = (*client)->Infer(views, &outputs);
+    auto end = std::chrono::steady_clock::now();
+    if (!s.ok()) return SetExitCode(ReportError(s));
+    guarded_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+    if (baseline) {
+      start = std::chrono::steady_clock::now();
+      s = baseline->Run(views, &outputs);
+      end = std::chrono::steady_clock::now();
+      if (!s.ok()) return SetExitCode(ReportError(s));
+      plain_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+    }
+  }
+  const double median = Percentile(guarded_ms, 0.5);
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  nlohmann::json j = {
+      {"engine", std::string("mlcapsule-") + kVersion + "-guarded"},
+      {"model", ModelName(o.model)},
+      {"batch", o.batch},
+      {"threads", o.threads},
+      {"iters", o.iters},
+      {"warmup", o.warmup},
+      {"median_ms", median},
+      {"p10_ms", Percentile(guarded_ms, 0.1)},
+      {"p90_ms", Percentile(guarded_ms, 0.9)},
+      {"throughput_per_s", static_cast<double>(o.batch) * 1000.0 / median},
+      {"backend", (*client)->DescribeBackend()},
+      {"open_ms", open_ms},
+      {"host_peak_rss_mib", static_cast<double>(usage.ru_maxrss) / 1024.0},
+  };
+  if (baseline) {
+    const double plain = Percentile(plain_ms, 0.5);
+    j["baseline_model"] = ModelName(o.baseline);
+    j["baseline_median_ms"] = plain;
+    j["overhead_ms"] = median - plain;
+    j["overhead_us"] = (median - plain) * 1000.0;
+    j["overhead_pct"] = 100.0 * (median - plain) / plain;
+  }
+  if (Status s = (*client)->Close(); !s.ok()) return SetExitCode(ReportError(s));
+  std::printf("%s\n", j.dump().c_str());
+}
+
 }  // namespace
 
 void AddBenchCommand(CLI::App& app) {
   static BenchOptions options;
   CLI::App* cmd = app.add_subcommand(
-      "bench", "Measure inference latency of a model (.onnx or .plan) on random inputs");
-  cmd->add_option("MODEL", options.model, "Model file (.onnx or .plan)")
+      "bench",
+      "Measure inference latency of a model (.onnx or .plan) or of a capsule's whole guarded "
+      "path (.capsule: trusted process included) on random inputs");
+  cmd->add_option("MODEL", options.model, "Model file (.onnx, .plan or .capsule)")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--batch", options.batch, "Batch size")
@@ -152,6 +290,14 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_flag("--profile", options.profile, "Also print the time per operator type to stderr");
   cmd->add_flag("--reference", options.reference,
                 "Time the plain reference kernels instead of the fast ones");
+  cmd->add_option("--state", options.state,
+                  "Capsules: the state directory holding the core's lease (default MODEL.state)");
+  cmd->add_option("--lease", options.lease, "Capsules: install this lease file first if needed");
+  cmd->add_option("--baseline", options.baseline,
+                  "Capsules: also time this .onnx/.plan on the plain engine, interleaved call by "
+                  "call, and report the guarded path's overhead");
+  cmd->add_option("--core", options.core_binary,
+                  "Capsules: the mlcapsule-core binary (default: beside this executable)");
   cmd->footer(
       "Prints one JSON line: engine, model, batch, threads, median_ms, p10_ms, p90_ms, "
       "throughput_per_s, ...");

@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
       "Run `mlcapsule COMMAND --help` for a command's options. Exit status: 0 success, 1 failure,\n"
       "2 usage error, 3 unsupported model or input (docs/cli.md).");
   mlcapsule::cli::AddModelCommands(app);
+  mlcapsule::cli::AddCapsuleCommands(app);
+  mlcapsule::cli::AddServeCommand(app);
   mlcapsule::cli::AddConformanceCommand(app);
   mlcapsule::cli::AddBenchCommand(app);
   try {

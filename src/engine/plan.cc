@@ -1,6 +1,8 @@
 // In-memory plan helpers (see plan.h). The byte format lives in plan_format.cc.
 #include "engine/plan.h"
 
+#include "base/sensitive_memory.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -58,7 +60,7 @@ AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
 
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
   if (this != &other) {
-    std::free(data_);
+    ReleaseSensitive(data_, capacity_);
     data_ = other.data_;
     size_ = other.size_;
     capacity_ = other.capacity_;
@@ -69,15 +71,16 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
   return *this;
 }
 
-AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+AlignedBuffer::~AlignedBuffer() { ReleaseSensitive(data_, capacity_); }
 
 void AlignedBuffer::Reserve(size_t capacity) {
   if (capacity <= capacity_) return;
   size_t rounded = (capacity + 63) / 64 * 64;
-  auto* fresh = static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded));
-  if (fresh == nullptr) std::abort();  // the caller bounded `capacity` already
+  // Plan constants are the model's weights: they live in sensitive memory (the software TEE backs
+  // it with memfd_secret). AllocateSensitive aborts on failure; the caller bounded `capacity`.
+  auto* fresh = static_cast<uint8_t*>(AllocateSensitive(rounded == 0 ? 64 : rounded));
   if (data_ != nullptr && size_ > 0) std::memcpy(fresh, data_, size_);
-  std::free(data_);
+  ReleaseSensitive(data_, capacity_);
   data_ = fresh;
   capacity_ = rounded;
 }

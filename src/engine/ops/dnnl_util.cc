@@ -2,6 +2,7 @@
 #include "engine/ops/dnnl_util.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace mlcapsule::engine {
 
@@ -16,8 +17,8 @@ dnnl::stream& DnnlStream() {
 }
 
 DnnlWeightedLayer::DnnlWeightedLayer(const float* weights, const float* bias, int64_t outputs)
-    : weights_(weights), bias_(static_cast<size_t>(outputs), 0.0f) {
-  if (bias != nullptr) std::copy(bias, bias + outputs, bias_.begin());
+    : weights_(weights), outputs_(outputs), bias_(static_cast<size_t>(outputs) * sizeof(float)) {
+  if (bias != nullptr) std::memcpy(bias_.data(), bias, bias_.size());
 }
 
 void DnnlWeightedLayer::Bind(const dnnl::primitive& primitive,
@@ -26,12 +27,14 @@ void DnnlWeightedLayer::Bind(const dnnl::primitive& primitive,
                              void* src_data, const dnnl::memory::desc& dst, void* dst_data) {
   if (!packed_ || wanted_weights != packed_->get_desc()) {
     dnnl::memory user(user_weights, DnnlEngine(), const_cast<float*>(weights_));
-    packed_ = std::make_unique<dnnl::memory>(wanted_weights, DnnlEngine());
+    packed_.reset();
+    packed_bytes_ = AlignedBuffer(wanted_weights.get_size());
+    packed_ = std::make_unique<dnnl::memory>(wanted_weights, DnnlEngine(), packed_bytes_.data());
     dnnl::reorder(user, *packed_).execute(DnnlStream(), user, *packed_);
     DnnlStream().wait();
   }
   if (!bias_mem_) {
-    dnnl::memory::desc bias_md({static_cast<int64_t>(bias_.size())}, dnnl::memory::data_type::f32,
+    dnnl::memory::desc bias_md({outputs_}, dnnl::memory::data_type::f32,
                                dnnl::memory::format_tag::a);
     bias_mem_ = std::make_unique<dnnl::memory>(bias_md, DnnlEngine(), bias_.data());
   }

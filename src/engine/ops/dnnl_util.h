@@ -10,6 +10,7 @@
 
 #include "base/status.h"
 #include "engine/ops/clamp.h"
+#include "engine/plan.h"
 
 namespace mlcapsule::engine {
 
@@ -29,7 +30,8 @@ Status DnnlTry(const char* what, Fn&& fn) {
 
 // What a oneDNN layer with constant weights and a bias keeps across batch sizes: the weights
 // reordered once into the layout the primitive wants (again only when a new batch size's
-// primitive wants another), the bias, and the primitive bound to its activations.
+// primitive wants another), the bias, and the primitive bound to its activations. The packed
+// weights and the bias are weights too, so they live in sensitive memory (AlignedBuffer).
 class DnnlWeightedLayer {
  public:
   // `weights` and `bias` (nullptr: zeros) stay owned by the plan; `outputs` is the bias length.
@@ -44,7 +46,8 @@ class DnnlWeightedLayer {
 
  private:
   const float* weights_;
-  std::vector<float> bias_;
+  int64_t outputs_;
+  AlignedBuffer bias_, packed_bytes_;
   std::unique_ptr<dnnl::memory> packed_, bias_mem_, src_, dst_;
   std::unique_ptr<dnnl::primitive> primitive_;
 };

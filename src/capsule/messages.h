@@ -1,0 +1,144 @@
+// The protocol's signed messages (DESIGN.md, "Key release and metering") and the sealed core
+// state. The same bytes travel in files (air-gapped licensing) and over the license server's
+// HTTP API. docs/capsule-format.md gives each grammar; they are repeated here:
+//
+//   evidence_request := magic:"MLCEVREQ" version:u32(=1) capsule_id:u8[16] nonce:u8[32]
+//                       core_box_key:u8[32] core_signing_key:u8[32]
+//                       evidence_type:u8 evidence:blob (<= 64 KiB)
+//                       has_report:u8 (0|1) [usage_report:blob (<= 64 KiB)]
+//   lease            := magic:"MLCLEASE" version:u32(=1) body signer:u8[32] signature:u8[64]
+//   body             := capsule_id:u8[16] license_id:str (<= 128) lease_id:u8[16]
+//                       sequence:u64 (>= 1)                  ; grows by one per lease of a license
+//                       issued_at:i64 not_before:i64 expires_at:i64   ; unix seconds
+//                       query_quota:u64 (>= 1)
+//                       chain_base_count:u64 chain_base:u8[32]  ; the usage-chain head it follows
+//                       core_box_key:u8[32] core_signing_key:u8[32]
+//                       wrapped_capsule_key:u8[80]            ; crypto_box_seal to core_box_key
+//   usage_report     := magic:"MLCUSAGE" version:u32(=1) capsule_id:u8[16] license_id:str
+//                       lease_id:u8[16] report_sequence:u64 core_signing_key:u8[32]
+//                       from_count:u64 from_head:u8[32]       ; the head the last report ended at
+//                       to_count:u64 to_head:u8[32] created_at:i64
+//                       alert_count:u16 (<= 256) alert{alert_count}
+//                       signature:u8[64]                      ; by core_signing_key
+//   alert            := kind:str (<= 64) at_count:u64 detail:str (<= 1024)
+//   blob             := length:u32 bytes
+// Signatures: Ed25519 over domain || BLAKE2b-512(every byte before the signature field), with
+// the domains of capsule/crypto.h. report_data (64 bytes, the TEE evidence's user data) is
+// BLAKE2b-512("mlcapsule/v1" || nonce || capsule_id || core_box_key || core_signing_key).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "capsule/capsule_file.h"
+#include "capsule/crypto.h"
+
+namespace mlcapsule::capsule {
+
+using Nonce = std::array<uint8_t, 32>;
+using ReportData = std::array<uint8_t, 64>;
+using LeaseId = std::array<uint8_t, 16>;
+
+inline constexpr uint64_t kMaxEvidenceBytes = 64 << 10;
+inline constexpr uint64_t kMaxLicenseIdBytes = 128;
+inline constexpr size_t kMaxAlerts = 256;
+inline constexpr uint64_t kMaxAlertKindBytes = 64;
+inline constexpr uint64_t kMaxAlertDetailBytes = 1024;
+inline constexpr uint64_t kMaxUsageReportBytes = 64 << 10;
+inline constexpr uint64_t kMaxLeaseBytes = 4 << 10;
+inline constexpr uint64_t kMaxEvidenceRequestBytes = 160 << 10;
+
+enum class EvidenceType : uint8_t { kSoftware = 1, kSgx = 2, kTdx = 3, kSnp = 4, kTpm = 5 };
+const char* EvidenceTypeName(EvidenceType type);  // "software", "sgx", ...
+bool EvidenceTypeFromName(std::string_view name, EvidenceType* type);
+
+ReportData ComputeReportData(const Nonce& nonce, const CapsuleId& capsule_id,
+                             const PublicKey& core_box_key, const PublicKey& core_signing_key);
+
+// The chain every query extends: genesis = BLAKE2b-256("mlcapsule/v1/chain" || capsule_id ||
+// core_signing_key); see trusted/core.cc for the per-query step.
+Digest ChainGenesis(const CapsuleId& capsule_id, const PublicKey& core_signing_key);
+
+struct EvidenceRequest {
+  CapsuleId capsule_id{};
+  Nonce nonce{};
+  PublicKey core_box_key{};
+  PublicKey core_signing_key{};
+  EvidenceType evidence_type = EvidenceType::kSoftware;
+  std::vector<uint8_t> evidence;
+  std::optional<std::vector<uint8_t>> usage_report;  // the latest report (renewals)
+};
+std::vector<uint8_t> SerializeEvidenceRequest(const EvidenceRequest& request);
+Result<EvidenceRequest> ParseEvidenceRequest(std::span<const uint8_t> bytes);
+
+struct LeaseBody {
+  CapsuleId capsule_id{};
+  std::string license_id;
+  LeaseId lease_id{};
+  uint64_t sequence = 1;
+  int64_t issued_at = 0;
+  int64_t not_before = 0;
+  int64_t expires_at = 0;
+  uint64_t query_quota = 0;
+  uint64_t chain_base_count = 0;
+  Digest chain_base{};
+  PublicKey core_box_key{};
+  PublicKey core_signing_key{};
+  std::array<uint8_t, kSymmetricKeyBytes + kSealedBoxOverhead> wrapped_capsule_key{};
+};
+struct Lease {
+  LeaseBody body;
+  PublicKey signer{};
+  Signature signature{};
+};
+// Wraps `capsule_key` to body.core_box_key and signs with `signer`.
+Result<std::vector<uint8_t>> IssueLease(LeaseBody body, const SecretBytes& capsule_key,
+                                        const SigningKeyPair& signer);
+// Structure and limits only.
+Result<Lease> ParseLease(std::span<const uint8_t> bytes);
+// ParseLease + signer pinned in `header` + signature.
+Result<Lease> ParseAndVerifyLease(std::span<const uint8_t> bytes, const CapsuleHeader& header);
+
+struct Alert {
+  std::string kind;  // "prada", "rate-limit", "rollback", ...
+  uint64_t at_count = 0;
+  std::string detail;
+};
+struct UsageReport {
+  CapsuleId capsule_id{};
+  std::string license_id;
+  LeaseId lease_id{};
+  uint64_t report_sequence = 0;
+  PublicKey core_signing_key{};
+  uint64_t from_count = 0;
+  Digest from_head{};
+  uint64_t to_count = 0;
+  Digest to_head{};
+  int64_t created_at = 0;
+  std::vector<Alert> alerts;
+  Signature signature{};
+};
+std::vector<uint8_t> SignUsageReport(UsageReport report, const SecretBytes& core_signing_secret);
+Result<UsageReport> ParseUsageReport(std::span<const uint8_t> bytes);
+// ParseUsageReport + the signature by its own core_signing_key (the verifier must separately
+// check that this key is the attested one of the lease).
+Result<UsageReport> ParseAndVerifyUsageReport(std::span<const uint8_t> bytes);
+
+// Provider key files written by `mlcapsule keygen`:
+//   provider.key := "MLCKEY1\n" ed25519_secret_hex (128 chars) "\n"   (mode 0600)
+//   provider.pub := "MLCPUB1\n" ed25519_public_hex (64 chars) "\n"
+// ReadSecretKeyFile refuses a file that group or others can read.
+Status WriteKeyPair(const std::string& directory, const std::string& stem,
+                    const SigningKeyPair& pair);
+Result<SigningKeyPair> ReadSecretKeyFile(const std::string& path);
+Result<PublicKey> ReadPublicKeyFile(const std::string& path);
+// Capsule key file written by `pack` beside the capsule (mode 0600, provider side only):
+//   MODEL.capsule.key := "MLCCKEY1\n" capsule_id_hex "\n" capsule_key_hex "\n"
+Status WriteCapsuleKeyFile(const std::string& path, const CapsuleId& id, const SecretBytes& key);
+Result<SecretBytes> ReadCapsuleKeyFile(const std::string& path, const CapsuleId& expected_id);
+
+}  // namespace mlcapsule::capsule

@@ -1,0 +1,525 @@
+// Capsule commands. Provider side: `keygen`, `pack`, `inspect`, `verify`, `lease issue`. Client
+// side: `lease request`, `lease install`, `lease status`, `usage`, `run`. The client commands
+// drive the trusted core through host::Client (the software TEE process by default).
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "capsule/capsule_file.h"
+#include "capsule/crypto.h"
+#include "capsule/licensing.h"
+#include "capsule/messages.h"
+#include "capsule/policy.h"
+#include "cli/cli_common.h"
+#include "host/client.h"
+
+namespace mlcapsule::cli {
+namespace {
+
+using nlohmann::json;
+
+constexpr uint64_t kMaxCapsuleFileBytes = capsule::kMaxPlanBytes + (uint64_t{64} << 20);
+
+json IoJson(const std::vector<capsule::IoTensor>& io) {
+  json list = json::array();
+  for (const capsule::IoTensor& t : io) {
+    json dims = json::array();
+    for (const capsule::IoDim& d : t.dims)
+      dims.push_back(d.batch ? (d.value == 1 ? std::string("N") : std::to_string(d.value) + "N")
+                             : std::to_string(d.value));
+    list.push_back({{"name", t.name},
+                    {"dtype", engine::DTypeName(static_cast<engine::DType>(t.dtype))},
+                    {"shape", dims}});
+  }
+  return list;
+}
+
+std::vector<capsule::IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which) {
+  std::vector<capsule::IoTensor> io;
+  for (int32_t index : which) {
+    const engine::PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
+    capsule::IoTensor entry{t.name, static_cast<uint8_t>(t.type.dtype), {}};
+    for (const engine::Dim& d : t.type.shape) entry.dims.push_back({d.value, d.batch});
+    io.push_back(std::move(entry));
+  }
+  return io;
+}
+
+Result<std::string> ReadCapsuleFile(const std::string& path) {
+  return ReadFile(path, kMaxCapsuleFileBytes);
+}
+
+void Fail(const Status& status) { SetExitCode(ReportError(status)); }
+
+// ---- keygen ----------------------------------------------------------------------------------
+
+void RunKeygen(const std::string& out, const std::string& name) {
+  if (Status s = capsule::InitCrypto(); !s.ok()) return Fail(s);
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) return Fail(IoError("cannot create {}: {}", out, ec.message()));
+  capsule::SigningKeyPair pair = capsule::GenerateSigningKeyPair();
+  if (Status s = capsule::WriteKeyPair(out, name, pair); !s.ok()) return Fail(s);
+  std::printf("wrote %s/%s.key (secret, mode 0600) and %s/%s.pub\npublic key: %s\n", out.c_str(),
+              name.c_str(), out.c_str(), name.c_str(), capsule::ToHex(pair.public_key).c_str());
+}
+
+// ---- pack ------------------------------------------------------------------------------------
+
+struct PackOptions {
+  std::string model, key, policy, out, name;
+  std::vector<std::string> lease_signers;
+  std::vector<std::string> input_shapes;
+  uint32_t chunk_kib = capsule::kDefaultChunkBytes / 1024;
+};
+
+void RunPack(const PackOptions& o) {
+  if (Status s = capsule::InitCrypto(); !s.ok()) return Fail(s);
+  auto provider = capsule::ReadSecretKeyFile(o.key);
+  if (!provider.ok()) return Fail(provider.status());
+  auto policy_text = ReadFile(o.policy, capsule::kMaxPolicyBytes);
+  if (!policy_text.ok()) return Fail(policy_text.status());
+  auto policy = capsule::ParsePolicy(*policy_text);
+  if (!policy.ok()) return Fail(policy.status().WithContext(o.policy));
+  compiler::CompileOptions options;
+  for (const std::string& spec : o.input_shapes) {
+    size_t eq = spec.find('=');
+    auto dims = ParseDims(eq == std::string::npos ? spec : spec.substr(eq + 1));
+    if (!dims.ok()) return Fail(dims.status());
+    options.input_shapes[eq == std::string::npos ? "" : spec.substr(0, eq)] = *dims;
+  }
+  auto plan = LoadModel(o.model, options);
+  if (!plan.ok()) return Fail(plan.status());
+  capsule::PackInput input;
+  input.model_name = o.name.empty() ? std::filesystem::path(o.model).stem().string() : o.name;
+  if (input.model_name == "model")
+    input.model_name = std::filesystem::path(o.model).parent_path().filename().string();
+  input.policy_json = capsule::PolicyToJson(*policy);
+  input.inputs = PlanIo(*plan, plan->inputs);
+  input.outputs = PlanIo(*plan, plan->outputs);
+  input.chunk_bytes = o.chunk_kib * 1024;
+  for (const std::string& path : o.lease_signers) {
+    auto key = capsule::ReadPublicKeyFile(path);
+    if (!key.ok()) return Fail(key.status());
+    input.lease_signers.push_back(*key);
+  }
+  std::string plan_bytes = engine::SerializePlan(*plan);
+  input.plan = AsBytes(plan_bytes);
+  auto packed = capsule::PackCapsule(input, *provider);
+  WipeMemory(plan_bytes.data(), plan_bytes.size());
+  if (!packed.ok()) return Fail(packed.status());
+  const std::string key_path = o.out + ".key";
+  if (Status s = capsule::WriteCapsuleKeyFile(key_path, packed->capsule_id, packed->capsule_key);
+      !s.ok())
+    return Fail(s);
+  Status s = WriteFile(o.out, std::string_view(reinterpret_cast<const char*>(packed->bytes.data()),
+                                               packed->bytes.size()));
+  if (!s.ok()) return Fail(s);
+  std::printf(
+      "packed %s -> %s (%zu bytes, capsule %s, output mode %s)\ncapsule key -> %s (provider "
+      "secret: keep it with the provider key; the license server needs it)\n",
+      o.model.c_str(), o.out.c_str(), packed->bytes.size(),
+      capsule::CapsuleIdHex(packed->capsule_id).c_str(),
+      capsule::OutputModeName(policy->output.mode), key_path.c_str());
+}
+
+// ---- inspect / verify ------------------------------------------------------------------------
+
+void RunInspect(const std::string& path) {
+  auto bytes = ReadCapsuleFile(path);
+  if (!bytes.ok()) return Fail(bytes.status());
+  auto view = capsule::ParseCapsule(AsBytes(*bytes));
+  if (!view.ok()) return Fail(view.status().WithContext(path));
+  const capsule::CapsuleHeader& h = view->header;
+  bool signature_ok = capsule::ParseAndVerifyCapsule(AsBytes(*bytes)).ok();
+  json signers = json::array();
+  for (const capsule::PublicKey& k : h.lease_signers) signers.push_back(capsule::ToHex(k));
+  json policy = json::parse(h.policy_json, nullptr, false);
+  json j = {
+      {"file", path},
+      {"format_version", capsule::kCapsuleVersion},
+      {"capsule_id", capsule::CapsuleIdHex(h.capsule_id)},
+      {"model_name", h.model_name},
+      {"created_at", h.created_at},
+      {"provider_key", capsule::ToHex(h.provider_key)},
+      {"lease_signers", signers},
+      {"signature_valid", signature_ok},
+      {"inputs", IoJson(h.inputs)},
+      {"outputs", IoJson(h.outputs)},
+      {"plan_digest", capsule::ToHex(h.plan_digest)},
+      {"plan_bytes", h.plan_bytes},
+      {"chunk_bytes", h.chunk_bytes},
+      {"chunk_count", h.chunk_count},
+      {"cipher", "xchacha20poly1305-secretstream (libsodium), Ed25519 signature"},
+      {"policy", policy},
+  };
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+void RunVerify(const std::string& path) {
+  if (Status s = capsule::InitCrypto(); !s.ok()) return Fail(s);
+  auto bytes = ReadCapsuleFile(path);
+  if (!bytes.ok()) return Fail(bytes.status());
+  auto view = capsule::ParseAndVerifyCapsule(AsBytes(*bytes));
+  if (!view.ok()) return SetExitCode(ReportError(view.status().WithContext(path)) == kExitUsage ? kExitUsage : kExitFailure);
+  std::printf("%s: intact; capsule %s signed by provider key %s\n", path.c_str(),
+              capsule::CapsuleIdHex(view->header.capsule_id).c_str(),
+              capsule::ToHex(view->header.provider_key).c_str());
+}
+
+// ---- client side: open a capsule in the software TEE -----------------------------------------
+
+struct ClientArgs {
+  std::string capsule;
+  std::string state;
+  int threads = 1;
+  std::string core_binary;
+};
+
+void AddClientOptions(CLI::App* cmd, ClientArgs* a) {
+  cmd->add_option("CAPSULE", a->capsule, "Capsule file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--state", a->state,
+                  "State directory of this capsule on this machine (sealed core state, TEE files); "
+                  "default: CAPSULE.state")
+      ;
+  cmd->add_option("--threads", a->threads, "Inference threads inside the core")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--core", a->core_binary,
+                  "Path of the mlcapsule-core binary (default: beside this executable)");
+}
+
+Result<std::unique_ptr<host::Client>> OpenClient(const ClientArgs& a) {
+  MLC_RETURN_IF_ERROR(capsule::InitCrypto());
+  host::ClientOptions options;
+  options.state_dir = a.state.empty() ? a.capsule + ".state" : a.state;
+  options.threads = a.threads;
+  options.core_binary = a.core_binary;
+  return host::Client::Open(a.capsule, options);
+}
+
+json InfoJson(const host::CoreInfo& info) {
+  return {{"state", info.state == host::CoreStateKind::kReady ? "ready" : "needs-lease"},
+          {"capsule_id", capsule::CapsuleIdHex(info.capsule_id)},
+          {"license_id", info.license_id},
+          {"queries_used", info.queries_used},
+          {"query_quota", info.query_quota},
+          {"expires_at", info.expires_at},
+          {"total_queries", info.total_queries},
+          {"inputs", IoJson(info.inputs)},
+          {"outputs", IoJson(info.outputs)}};
+}
+
+Status InstallLeaseFile(host::Client& client, const std::string& path) {
+  MLC_ASSIGN_OR_RETURN(std::string lease, ReadFile(path, capsule::kMaxLeaseBytes));
+  return client.InstallLease(AsBytes(lease));
+}
+
+// ---- lease request / issue / install / status ------------------------------------------------
+
+struct LeaseRequestOptions {
+  ClientArgs client;
+  std::string out, nonce_hex;
+  bool no_report = false;
+};
+
+void RunLeaseRequest(const LeaseRequestOptions& o) {
+  auto client = OpenClient(o.client);
+  if (!client.ok()) return Fail(client.status());
+  capsule::Nonce nonce{};
+  if (o.nonce_hex.empty()) {
+    capsule::RandomBytes(nonce);
+  } else if (Status s = capsule::FromHex(o.nonce_hex, nonce, "--nonce"); !s.ok()) {
+    return Fail(s);
+  }
+  bool attach = !o.no_report && (*client)->info().state == host::CoreStateKind::kReady;
+  auto request = (*client)->MakeEvidenceRequest(nonce, attach);
+  if (!request.ok()) return Fail(request.status());
+  Status s = WriteFile(o.out, std::string_view(reinterpret_cast<const char*>(request->data()),
+                                               request->size()));
+  if (!s.ok()) return Fail(s);
+  if (Status c = (*client)->Close(); !c.ok()) return Fail(c);
+  std::printf("wrote evidence request %s (%zu bytes, %s%s): send it to the provider\n",
+              o.out.c_str(), request->size(), (*client)->DescribeBackend().c_str(),
+              attach ? ", with the latest usage report" : "");
+}
+
+struct LeaseIssueOptions {
+  std::string key, capsule, capsule_key, request, out, license_id;
+  uint64_t queries = 0;
+  double days = 0;
+};
+
+void RunLeaseIssue(const LeaseIssueOptions& o) {
+  if (Status s = capsule::InitCrypto(); !s.ok()) return Fail(s);
+  auto signer = capsule::ReadSecretKeyFile(o.key);
+  if (!signer.ok()) return Fail(signer.status());
+  auto bytes = ReadCapsuleFile(o.capsule);
+  if (!bytes.ok()) return Fail(bytes.status());
+  auto view = capsule::ParseAndVerifyCapsule(AsBytes(*bytes));
+  if (!view.ok()) return Fail(view.status().WithContext(o.capsule));
+  auto policy = capsule::ParsePolicy(view->header.policy_json);
+  if (!policy.ok()) return Fail(policy.status());
+  auto capsule_key =
+      capsule::ReadCapsuleKeyFile(o.capsule_key.empty() ? o.capsule + ".key" : o.capsule_key,
+                                  view->header.capsule_id);
+  if (!capsule_key.ok()) return Fail(capsule_key.status());
+  auto request = ReadFile(o.request, capsule::kMaxEvidenceRequestBytes);
+  if (!request.ok()) return Fail(request.status());
+  capsule::LeaseTerms terms;
+  terms.license_id = o.license_id;
+  terms.query_quota = o.queries;
+  terms.valid_seconds = static_cast<int64_t>(o.days * 86400.0);
+  terms.now = static_cast<int64_t>(std::time(nullptr));
+  // Offline issuing keeps no ledger: the issue time orders leases of one chain point.
+  terms.sequence = static_cast<uint64_t>(terms.now);
+  auto checked = capsule::CheckEvidenceRequest(AsBytes(*request), view->header, *policy, terms);
+  if (!checked.ok()) return Fail(checked.status().WithContext(o.request));
+  auto lease = capsule::IssueLeaseForRequest(*checked, view->header, *policy, *capsule_key,
+                                             *signer, terms);
+  if (!lease.ok()) return Fail(lease.status());
+  Status s = WriteFile(
+      o.out, std::string_view(reinterpret_cast<const char*>(lease->data()), lease->size()));
+  if (!s.ok()) return Fail(s);
+  json j = {{"lease", o.out},
+            {"license_id", o.license_id},
+            {"query_quota", o.queries},
+            {"valid_days", o.days},
+            {"evidence", checked->evidence_summary},
+            {"core_key", capsule::ToHex(checked->request.core_signing_key)}};
+  if (checked->report) {
+    const capsule::UsageReport& r = *checked->report;
+    j["usage_report"] = {{"license_id", r.license_id},
+                         {"from_count", r.from_count},
+                         {"to_count", r.to_count},
+                         {"queries_billed", r.to_count - r.from_count},
+                         {"alerts", r.alerts.size()}};
+  }
+  std::printf("%s\n", j.dump().c_str());
+}
+
+struct LeaseInstallOptions {
+  ClientArgs client;
+  std::string lease;
+};
+
+void RunLeaseInstall(const LeaseInstallOptions& o) {
+  auto client = OpenClient(o.client);
+  if (!client.ok()) return Fail(client.status());
+  if (Status s = InstallLeaseFile(**client, o.lease); !s.ok()) return Fail(s);
+  json j = InfoJson((*client)->info());
+  if (Status c = (*client)->Close(); !c.ok()) return Fail(c);
+  std::printf("%s\n", j.dump().c_str());
+}
+
+void RunLeaseStatus(const ClientArgs& a) {
+  auto client = OpenClient(a);
+  if (!client.ok()) return Fail(client.status());
+  json j = InfoJson((*client)->info());
+  j["backend"] = (*client)->DescribeBackend();
+  if (Status c = (*client)->Close(); !c.ok()) return Fail(c);
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+// ---- usage -----------------------------------------------------------------------------------
+
+struct UsageOptions {
+  ClientArgs client;
+  std::string out;
+};
+
+void RunUsage(const UsageOptions& o) {
+  auto client = OpenClient(o.client);
+  if (!client.ok()) return Fail(client.status());
+  auto report = (*client)->UsageReport();
+  if (!report.ok()) return Fail(report.status());
+  if (Status c = (*client)->Close(); !c.ok()) return Fail(c);
+  auto parsed = capsule::ParseUsageReport(*report);
+  if (!parsed.ok()) return Fail(parsed.status());
+  Status s = WriteFile(
+      o.out, std::string_view(reinterpret_cast<const char*>(report->data()), report->size()));
+  if (!s.ok()) return Fail(s);
+  json alerts = json::array();
+  for (const capsule::Alert& a : parsed->alerts)
+    alerts.push_back({{"kind", a.kind}, {"at_count", a.at_count}, {"detail", a.detail}});
+  json j = {{"report", o.out},
+            {"license_id", parsed->license_id},
+            {"report_sequence", parsed->report_sequence},
+            {"from_count", parsed->from_count},
+            {"to_count", parsed->to_count},
+            {"queries_since_lease", parsed->to_count - parsed->from_count},
+            {"to_head", capsule::ToHex(parsed->to_head)},
+            {"alerts", alerts}};
+  std::printf("%s\n", j.dump().c_str());
+}
+
+// ---- run -------------------------------------------------------------------------------------
+
+struct RunOptions {
+  ClientArgs client;
+  std::string lease;
+  std::vector<std::string> inputs, outputs;
+};
+
+void RunRun(const RunOptions& o) {
+  auto client = OpenClient(o.client);
+  if (!client.ok()) return Fail(client.status());
+  host::Client& c = **client;
+  if (!o.lease.empty()) {
+    if (Status s = InstallLeaseFile(c, o.lease); !s.ok()) return Fail(s);
+  }
+  if (c.info().state != host::CoreStateKind::kReady)
+    return Fail(FailedPrecondition(
+        "{} has no lease in {}: run `mlcapsule lease request`, have the provider answer it, then "
+        "pass --lease",
+        o.client.capsule, o.client.state.empty() ? o.client.capsule + ".state" : o.client.state));
+  std::vector<engine::Tensor> inputs;
+  for (const std::string& path : o.inputs) {
+    auto t = ReadTensorFile(path);
+    if (!t.ok()) return Fail(t.status());
+    inputs.push_back(std::move(t).value());
+  }
+  const auto& outputs_io = c.info().outputs;
+  if (!o.outputs.empty() && o.outputs.size() != outputs_io.size())
+    return Fail(InvalidArgument("the capsule returns {} outputs, {} given with --output",
+                                outputs_io.size(), o.outputs.size()));
+  std::vector<engine::TensorView> views;
+  for (engine::Tensor& t : inputs) views.push_back(t.View());
+  std::vector<engine::Tensor> outputs;
+  if (Status s = c.Infer(views, &outputs); !s.ok()) return Fail(s);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const engine::Tensor& t = outputs[i];
+    const std::string name = i < outputs_io.size() ? outputs_io[i].name : "output";
+    if (!o.outputs.empty()) {
+      if (Status w = WriteTensorFile(o.outputs[i], t, name); !w.ok()) return Fail(w);
+      std::printf("%s: %s%s -> %s\n", name.c_str(), engine::DTypeName(t.dtype),
+                  engine::DimsToString(t.dims).c_str(), o.outputs[i].c_str());
+      continue;
+    }
+    std::printf("%s: %s%s [", name.c_str(), engine::DTypeName(t.dtype),
+                engine::DimsToString(t.dims).c_str());
+    int64_t n = std::min<int64_t>(t.NumElements(), 10);
+    for (int64_t k = 0; k < n; ++k) {
+      if (t.dtype == engine::DType::kFloat32)
+        std::printf("%s%.6g", k ? ", " : "", t.Data<float>()[k]);
+      else
+        std::printf("%s%lld", k ? ", " : "", static_cast<long long>(t.Data<int64_t>()[k]));
+    }
+    std::printf("%s]\n", t.NumElements() > n ? ", ..." : "");
+  }
+  const host::CoreInfo& info = c.info();
+  std::fprintf(stderr, "queries: %llu of %llu used under license %s\n",
+               static_cast<unsigned long long>(info.queries_used),
+               static_cast<unsigned long long>(info.query_quota), info.license_id.c_str());
+  if (Status s = c.Close(); !s.ok()) return Fail(s);
+}
+
+}  // namespace
+
+void AddCapsuleCommands(CLI::App& app) {
+  static std::string keygen_out = ".", keygen_name = "provider";
+  CLI::App* keygen = app.add_subcommand(
+      "keygen", "Provider: make an Ed25519 signing key pair (NAME.key mode 0600, NAME.pub)");
+  keygen->add_option("--out", keygen_out, "Directory to write the key files to")->required();
+  keygen->add_option("--name", keygen_name, "File stem of the key files");
+  keygen->callback([] { RunKeygen(keygen_out, keygen_name); });
+
+  static PackOptions pack;
+  CLI::App* pack_cmd = app.add_subcommand(
+      "pack",
+      "Provider: compile an ONNX model (or a .plan), encrypt it under a fresh capsule key and "
+      "sign it with a policy");
+  pack_cmd->add_option("MODEL", pack.model, "ONNX model or plan")->required()->check(CLI::ExistingFile);
+  pack_cmd->add_option("--key", pack.key, "Provider secret key file (from keygen)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  pack_cmd->add_option("--policy", pack.policy, "Policy JSON (docs/policy.md)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  pack_cmd->add_option("--out", pack.out, "Capsule file to write (the capsule key goes to OUT.key)")
+      ->required();
+  pack_cmd->add_option("--lease-signer", pack.lease_signers,
+                       "Public key file of a license server allowed to sign leases (repeatable; "
+                       "default: the provider key)");
+  pack_cmd->add_option("--input-shape", pack.input_shapes, "Input shape override, as for compile");
+  pack_cmd->add_option("--name", pack.name, "Model name in the header (default: file name)");
+  pack_cmd->add_option("--chunk-kib", pack.chunk_kib, "Encryption chunk size in KiB")
+      ->check(CLI::Range(4u, 16u * 1024u));
+  pack_cmd->callback([] { RunPack(pack); });
+
+  static std::string inspect_path;
+  CLI::App* inspect = app.add_subcommand(
+      "inspect", "Print a capsule's header and policy as JSON (never its weights)");
+  inspect->add_option("CAPSULE", inspect_path, "Capsule file")->required()->check(CLI::ExistingFile);
+  inspect->callback([] { RunInspect(inspect_path); });
+
+  static std::string verify_path;
+  CLI::App* verify = app.add_subcommand(
+      "verify", "Check a capsule's provider signature over header and ciphertext (no key needed; "
+                "exit 0 only if intact)");
+  verify->add_option("CAPSULE", verify_path, "Capsule file")->required()->check(CLI::ExistingFile);
+  verify->callback([] { RunVerify(verify_path); });
+
+  CLI::App* lease = app.add_subcommand("lease", "Licensing without a server (air-gapped clients)");
+  lease->require_subcommand(1);
+  static LeaseRequestOptions request;
+  CLI::App* req = lease->add_subcommand(
+      "request", "Client: export an evidence request (core keys bound to TEE evidence) to a file");
+  AddClientOptions(req, &request.client);
+  req->add_option("--out", request.out, "Request file to write")->required();
+  req->add_option("--nonce", request.nonce_hex, "32-byte nonce in hex (default: random)");
+  req->add_flag("--no-report", request.no_report,
+                "Do not attach the latest usage report (it is attached when a lease is installed)");
+  req->callback([] { RunLeaseRequest(request); });
+
+  static LeaseIssueOptions issue;
+  CLI::App* iss = lease->add_subcommand(
+      "issue", "Provider: answer an evidence request with a lease file signed by a pinned key");
+  iss->add_option("--key", issue.key, "Lease signing secret key (the provider key by default)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  iss->add_option("--capsule", issue.capsule, "The capsule")->required()->check(CLI::ExistingFile);
+  iss->add_option("--capsule-key", issue.capsule_key, "Capsule key file (default: CAPSULE.key)");
+  iss->add_option("--request", issue.request, "Evidence request file from the client")
+      ->required()
+      ->check(CLI::ExistingFile);
+  iss->add_option("--license-id", issue.license_id, "License identifier")->required();
+  iss->add_option("--queries", issue.queries, "Query quota of the lease")->required();
+  iss->add_option("--days", issue.days, "Validity in days")->required();
+  iss->add_option("--out", issue.out, "Lease file to write")->required();
+  iss->callback([] { RunLeaseIssue(issue); });
+
+  static LeaseInstallOptions install;
+  CLI::App* ins = lease->add_subcommand("install", "Client: install a lease file into the core");
+  AddClientOptions(ins, &install.client);
+  ins->add_option("LEASE", install.lease, "Lease file")->required()->check(CLI::ExistingFile);
+  ins->callback([] { RunLeaseInstall(install); });
+
+  static ClientArgs status_args;
+  CLI::App* st = lease->add_subcommand("status", "Client: the core's lease and usage as JSON");
+  AddClientOptions(st, &status_args);
+  st->callback([] { RunLeaseStatus(status_args); });
+
+  static UsageOptions usage;
+  CLI::App* use = app.add_subcommand(
+      "usage", "Client: export a usage report signed by the core (counts, chain head, alerts)");
+  AddClientOptions(use, &usage.client);
+  use->add_option("--out", usage.out, "Report file to write")->required();
+  use->callback([] { RunUsage(usage); });
+
+  static RunOptions run;
+  CLI::App* run_cmd = app.add_subcommand(
+      "run", "Client: run a capsule on local tensors (.npy or .pb) inside the software TEE");
+  AddClientOptions(run_cmd, &run.client);
+  run_cmd->add_option("--lease", run.lease, "Install this lease first")->check(CLI::ExistingFile);
+  run_cmd->add_option("-i,--input", run.inputs, "Input tensor files in the model's input order")
+      ->required();
+  run_cmd->add_option("-o,--output", run.outputs, "Output files (.npy or .pb), one per output");
+  run_cmd->callback([] { RunRun(run); });
+}
+
+}  // namespace mlcapsule::cli

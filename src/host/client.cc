@@ -1,0 +1,209 @@
+// The untrusted client runtime (client.h). It reads the capsule (public ciphertext + header),
+// hands it to the core, and writes each sealed state the core returns atomically into the state
+// directory, which it locks so that two processes never drive one core state at once.
+#include "host/client.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "base/bytes.h"
+#include "base/file_util.h"
+#include "capsule/tensor_wire.h"
+
+namespace mlcapsule::host {
+namespace {
+
+Status ReadIo(ByteReader& r, std::vector<capsule::IoTensor>* io) {
+  uint8_t count = 0;
+  MLC_RETURN_IF_ERROR(r.Count(&count, capsule::kMaxIoTensors * 2, 6, "io count"));
+  io->assign(count, capsule::IoTensor{});
+  for (capsule::IoTensor& t : *io) {
+    MLC_RETURN_IF_ERROR(r.Str(&t.name, capsule::kMaxModelNameBytes, "io name"));
+    MLC_RETURN_IF_ERROR(r.Pod(&t.dtype, "io dtype"));
+    uint8_t rank = 0;
+    MLC_RETURN_IF_ERROR(r.Count(&rank, 8, 9, "io rank"));
+    t.dims.assign(rank, capsule::IoDim{});
+    for (capsule::IoDim& d : t.dims) {
+      uint8_t batch = 0;
+      MLC_RETURN_IF_ERROR(r.Pod(&d.value, "io dim"));
+      MLC_RETURN_IF_ERROR(r.Pod(&batch, "io batch flag"));
+      d.batch = batch != 0;
+    }
+  }
+  return Status::Ok();
+}
+
+constexpr uint64_t kMaxCapsuleFileBytes = capsule::kMaxPlanBytes + (uint64_t{64} << 20);
+
+}  // namespace
+
+Result<CoreInfo> ParseCoreInfo(std::span<const uint8_t> bytes) {
+  ByteReader r(bytes, "core info");
+  CoreInfo info;
+  uint8_t state = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&state, "state"));
+  if (state != 1 && state != 2) return DataLoss("core info: state {} is not 1 or 2", state);
+  info.state = static_cast<CoreStateKind>(state);
+  MLC_RETURN_IF_ERROR(r.Bytes(info.capsule_id.data(), info.capsule_id.size(), "capsule id"));
+  MLC_RETURN_IF_ERROR(r.Str(&info.license_id, capsule::kMaxLicenseIdBytes, "license id"));
+  MLC_RETURN_IF_ERROR(r.Pod(&info.queries_used, "queries used"));
+  MLC_RETURN_IF_ERROR(r.Pod(&info.query_quota, "query quota"));
+  MLC_RETURN_IF_ERROR(r.Pod(&info.expires_at, "expires at"));
+  MLC_RETURN_IF_ERROR(r.Pod(&info.total_queries, "total queries"));
+  MLC_RETURN_IF_ERROR(r.Str(&info.policy_json, capsule::kMaxPolicyBytes, "policy"));
+  MLC_RETURN_IF_ERROR(ReadIo(r, &info.inputs));
+  MLC_RETURN_IF_ERROR(ReadIo(r, &info.outputs));
+  MLC_RETURN_IF_ERROR(r.ExpectEnd());
+  return info;
+}
+
+Result<std::unique_ptr<Client>> Client::Open(const std::string& capsule_path,
+                                             const ClientOptions& options) {
+  if (options.backend != Backend::kSoftware)
+    return InvalidArgument(
+        "Client::Open starts the software TEE only; the in-process backend must be built "
+        "explicitly with OpenWithChannel (tests only)");
+  MLC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(capsule_path, kMaxCapsuleFileBytes));
+  if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
+  std::error_code ec;
+  std::filesystem::create_directories(options.state_dir, ec);
+  if (ec)
+    return IoError("cannot create the state directory {}: {}", options.state_dir, ec.message());
+  ProcessChannelOptions process;
+  process.core_binary = options.core_binary;
+  process.state_dir = options.state_dir;
+  MLC_ASSIGN_OR_RETURN(std::unique_ptr<CoreChannel> channel, StartProcessChannel(process));
+  return OpenWithChannel(AsBytes(bytes), options, std::move(channel));
+}
+
+Result<std::unique_ptr<Client>> Client::OpenWithChannel(std::span<const uint8_t> capsule_bytes,
+                                                        const ClientOptions& options,
+                                                        std::unique_ptr<CoreChannel> channel) {
+  if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
+  if (options.threads < 1 || options.threads > 256)
+    return InvalidArgument("threads {} is out of range 1..256", options.threads);
+  // The header is public: parse it here too, for the host's own checks and messages.
+  MLC_ASSIGN_OR_RETURN(capsule::CapsuleView view, capsule::ParseCapsule(capsule_bytes));
+  std::unique_ptr<Client> client(new Client());
+  client->options_ = options;
+  client->header_ = view.header;
+  client->channel_ = std::move(channel);
+
+  std::error_code ec;
+  std::filesystem::create_directories(options.state_dir, ec);
+  if (ec)
+    return IoError("cannot create the state directory {}: {}", options.state_dir, ec.message());
+  const std::filesystem::path dir(options.state_dir);
+  const std::string lock_path = (dir / kLockFile).string();
+  client->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (client->lock_fd_ < 0)
+    return IoError("cannot open {}: {}", lock_path, std::strerror(errno));
+  if (::flock(client->lock_fd_, LOCK_EX | LOCK_NB) != 0)
+    return FailedPrecondition("the state directory {} is in use by another process",
+                              options.state_dir);
+  // One state directory per capsule: the TEE's counter and keys belong to one core state.
+  const std::string id_hex = capsule::CapsuleIdHex(view.header.capsule_id);
+  const std::string id_path = (dir / kCapsuleIdFile).string();
+  if (std::filesystem::exists(id_path)) {
+    MLC_ASSIGN_OR_RETURN(std::string stored, ReadFile(id_path, 256));
+    while (!stored.empty() && (stored.back() == '\n' || stored.back() == '\r')) stored.pop_back();
+    if (stored != id_hex)
+      return FailedPrecondition(
+          "the state directory {} belongs to capsule {}, not {}: use one directory per capsule",
+          options.state_dir, stored, id_hex);
+  } else {
+    MLC_RETURN_IF_ERROR(WriteFile(id_path, id_hex + "\n"));
+  }
+  std::string sealed;
+  const std::string sealed_path = (dir / kSealedStateFile).string();
+  if (std::filesystem::exists(sealed_path)) {
+    MLC_ASSIGN_OR_RETURN(sealed, ReadFile(sealed_path, trusted::kMaxSealedStateBytes));
+  }
+  ByteWriter w;
+  w.Pod<uint64_t>(capsule_bytes.size());
+  w.Bytes(capsule_bytes);
+  w.Str(sealed);
+  w.Pod<uint32_t>(static_cast<uint32_t>(options.threads));
+  trusted::Reply reply;
+  MLC_RETURN_IF_ERROR(client->CallCore(trusted::Call::kOpen, w.span(), &reply));
+  MLC_ASSIGN_OR_RETURN(client->info_, ParseCoreInfo(reply.output));
+  return client;
+}
+
+Client::~Client() {
+  Status s = Close();
+  (void)s;  // errors were reported by the caller's explicit Close, if it cared
+}
+
+Status Client::StoreSealed(const std::vector<uint8_t>& sealed) {
+  if (sealed.empty()) return Status::Ok();
+  const std::string path = (std::filesystem::path(options_.state_dir) / kSealedStateFile).string();
+  return WriteFile(path, std::string_view(reinterpret_cast<const char*>(sealed.data()),
+                                          sealed.size()));
+}
+
+Status Client::CallCore(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply) {
+  if (closed_) return FailedPrecondition("{}: the client is closed", trusted::CallName(call));
+  Status status = channel_->Call(call, input, reply);
+  // A sealed state is stored even when the call failed: the core's counter has moved on.
+  Status stored = StoreSealed(reply->sealed_state);
+  if (!status.ok()) return status;
+  return stored;
+}
+
+Result<std::vector<uint8_t>> Client::MakeEvidenceRequest(const capsule::Nonce& nonce,
+                                                         bool attach_report) {
+  uint8_t input[33];
+  std::memcpy(input, nonce.data(), 32);
+  input[32] = attach_report ? 1 : 0;
+  trusted::Reply reply;
+  MLC_RETURN_IF_ERROR(CallCore(trusted::Call::kEvidence, input, &reply));
+  return std::move(reply.output);
+}
+
+Status Client::InstallLease(std::span<const uint8_t> lease) {
+  trusted::Reply reply;
+  MLC_RETURN_IF_ERROR(CallCore(trusted::Call::kInstallLease, lease, &reply));
+  MLC_ASSIGN_OR_RETURN(info_, ParseCoreInfo(reply.output));
+  return Status::Ok();
+}
+
+Status Client::Infer(std::span<const engine::TensorView> inputs,
+                     std::vector<engine::Tensor>* outputs) {
+  encode_buffer_.clear();
+  capsule::AppendTensorList(inputs, &encode_buffer_);
+  trusted::Reply reply;
+  MLC_RETURN_IF_ERROR(CallCore(trusted::Call::kInfer, AsBytes(encode_buffer_), &reply));
+  MLC_ASSIGN_OR_RETURN(*outputs, capsule::ParseTensorListCopy(reply.output));
+  int64_t batch = inputs.empty() || inputs[0].dims.empty() ? 1 : inputs[0].dims[0];
+  info_.total_queries += static_cast<uint64_t>(batch);
+  info_.queries_used += static_cast<uint64_t>(batch);
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> Client::UsageReport() {
+  trusted::Reply reply;
+  MLC_RETURN_IF_ERROR(CallCore(trusted::Call::kUsageReport, {}, &reply));
+  return std::move(reply.output);
+}
+
+Status Client::Close() {
+  if (closed_) return Status::Ok();
+  trusted::Reply reply;
+  Status status = channel_ ? CallCore(trusted::Call::kClose, {}, &reply) : Status::Ok();
+  closed_ = true;
+  channel_.reset();
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
+  return status;
+}
+
+}  // namespace mlcapsule::host

@@ -1,0 +1,38 @@
+// How the untrusted host reaches the trusted core: one Call per boundary call (trusted/boundary.h
+// defines the calls and payloads). ProcessChannel runs the core as the separate, confined
+// `mlcapsule-core` process of the software TEE; InProcessChannel runs it inside the host process
+// with the test platform and protects nothing, so it exists for unit tests and is only created
+// when the caller asks for it by name (never as a fallback).
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "base/status.h"
+#include "trusted/boundary.h"
+
+namespace mlcapsule::host {
+
+class CoreChannel {
+ public:
+  virtual ~CoreChannel() = default;
+  virtual Status Call(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply) = 0;
+  // "software (pid 1234, memfd_secret)" / "in-process (INSECURE, tests only)".
+  virtual std::string Describe() const = 0;
+};
+
+struct ProcessChannelOptions {
+  std::string core_binary;  // "" = mlcapsule-core beside the running executable
+  std::string state_dir;    // the platform's files (sealing key, counter) live here
+  bool quiet = false;       // do not forward the core's stderr warnings
+};
+
+// Starts `mlcapsule-core` on one end of a socketpair and talks to it with the framing of
+// docs/core-protocol.md. The destructor sends kClose, waits for the process, and kills it (by its
+// PID) if it has not exited within 5 seconds.
+Result<std::unique_ptr<CoreChannel>> StartProcessChannel(const ProcessChannelOptions& options);
+
+}  // namespace mlcapsule::host

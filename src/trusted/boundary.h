@@ -1,0 +1,104 @@
+// The trusted boundary: the ONLY calls into the guarded core. Adding a call is a design change
+// (DESIGN.md). Each call takes one flat byte buffer and returns one, plus, when the core's
+// persistent state changed, a sealed-state blob the host must store (it is encrypted and
+// authenticated for this TEE; the host cannot read or usefully change it).
+//
+// The shim (Boundary::Call) holds no logic: it checks the input length against the call's named
+// limit, makes the one copy into core memory where the transport has not already done so (no
+// double fetch), and forwards to the core. The payload grammars are in docs/core-protocol.md:
+//
+//   kOpen          in:  capsule:blob64 sealed_state:blob32 (empty: fresh) threads:u32
+//                  out: core_info
+//   kEvidence      in:  nonce:u8[32] has_report:u8 (attach the latest usage report)
+//                  out: evidence_request (capsule/messages.h)
+//   kInstallLease  in:  lease (capsule/messages.h)
+//                  out: core_info
+//   kInfer         in:  tensor_list (the model inputs, in capsule header order)
+//                  out: tensor_list (what the output policy allows)
+//   kUsageReport   in:  (empty)
+//                  out: usage_report (capsule/messages.h), signed by the core's attested key
+//   kClose         in:  (empty)            out: (empty); wipes every secret
+//
+//   blob32 := length:u32 bytes        blob64 := length:u64 bytes
+//   tensor_list := count:u32 (<= 64) tensor{count}
+//   tensor := dtype:u8 rank:u8 (<= 8) pad:u8[6] dim:i64{rank} byte_count:u64 pad_to_64 data
+//   core_info := state:u8 (1 needs a lease, 2 ready) capsule_id:u8[16] license_id:str
+//                queries_used:u64 query_quota:u64 expires_at:i64 total_queries:u64
+//                policy_json:str input_count:u8 io{..} output_count:u8 io{..}   ; io after policy
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/status.h"
+#include "trusted/platform.h"
+
+namespace mlcapsule::trusted {
+
+enum class Call : uint32_t {
+  kOpen = 1,
+  kEvidence = 2,
+  kInstallLease = 3,
+  kInfer = 4,
+  kUsageReport = 5,
+  kClose = 6,
+};
+inline constexpr uint32_t kMaxCall = 6;
+
+inline const char* CallName(Call call) {
+  switch (call) {
+    case Call::kOpen: return "open";
+    case Call::kEvidence: return "evidence";
+    case Call::kInstallLease: return "install-lease";
+    case Call::kInfer: return "infer";
+    case Call::kUsageReport: return "usage-report";
+    case Call::kClose: return "close";
+  }
+  return "unknown";
+}
+
+// Named limits on each call's input, checked before anything is copied or parsed.
+inline constexpr uint64_t kMaxOpenInputBytes = (uint64_t{8} << 30) + (1 << 20);
+inline constexpr uint64_t kMaxSealedStateBytes = 1 << 20;
+inline constexpr uint64_t kMaxEvidenceInputBytes = 64;
+inline constexpr uint64_t kMaxLeaseInputBytes = 4 << 10;
+inline constexpr uint64_t kMaxInferInputBytes = uint64_t{1} << 32;
+
+// The input limit of `call`; 0 for calls that take no input.
+inline uint64_t MaxInputBytes(Call call) {
+  switch (call) {
+    case Call::kOpen: return kMaxOpenInputBytes;
+    case Call::kEvidence: return kMaxEvidenceInputBytes;
+    case Call::kInstallLease: return kMaxLeaseInputBytes;
+    case Call::kInfer: return kMaxInferInputBytes;
+    case Call::kUsageReport: return 0;
+    case Call::kClose: return 0;
+  }
+  return 0;
+}
+inline bool IsKnownCall(uint32_t call) { return call >= 1 && call <= kMaxCall; }
+
+struct Reply {
+  std::vector<uint8_t> output;
+  std::vector<uint8_t> sealed_state;  // empty: unchanged since the last one
+};
+
+class Core;
+
+class Boundary {
+ public:
+  // The platform outlives the boundary.
+  explicit Boundary(Platform* platform);
+  ~Boundary();
+  // `input` must already be in memory the host cannot change while the call runs (the software
+  // transport reads it from the socket into the core's own buffer); the in-process test channel
+  // copies it first. Errors are the core's Status (code + message), safe to show the host.
+  Status Call(Call call, std::span<const uint8_t> input, Reply* reply);
+
+ private:
+  std::unique_ptr<Core> core_;
+};
+
+}  // namespace mlcapsule::trusted

@@ -1,0 +1,523 @@
+// The guarded core (core.h). Every byte it is handed is untrusted: lengths are checked against
+// named limits before anything is allocated, signatures and MACs are checked before contents are
+// used, and errors say what was refused and why. Secrets (core keys, capsule key, the decrypted
+// plan and its weights) live in sensitive memory and are wiped on Close and destruction.
+#include "trusted/core.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/bytes.h"
+#include "base/sensitive_memory.h"
+#include "capsule/tensor_wire.h"
+#include "defense/output_policy.h"
+#include "engine/plan.h"
+
+namespace mlcapsule::trusted {
+namespace {
+
+using capsule::Digest;
+using capsule::SecretBytes;
+
+constexpr uint64_t kMaxLeaseBlobBytes = capsule::kMaxLeaseBytes;
+
+// One step of the usage chain: head' = BLAKE2b-256("mlcapsule/v1/query" || head || count || batch
+// || time). It commits to how many queries were answered and when, nothing about their contents.
+Digest ExtendChain(const Digest& head, uint64_t count, uint64_t batch, int64_t time) {
+  static constexpr std::string_view kDomain = "mlcapsule/v1/query";
+  uint8_t tail[24];
+  std::memcpy(tail, &count, 8);
+  std::memcpy(tail + 8, &batch, 8);
+  std::memcpy(tail + 16, &time, 8);
+  return capsule::Hash({AsBytes(kDomain), head, tail});
+}
+
+void WriteIo(ByteWriter& w, const std::vector<capsule::IoTensor>& io) {
+  w.Pod<uint8_t>(static_cast<uint8_t>(io.size()));
+  for (const capsule::IoTensor& t : io) {
+    w.Str(t.name);
+    w.Pod<uint8_t>(t.dtype);
+    w.Pod<uint8_t>(static_cast<uint8_t>(t.dims.size()));
+    for (const capsule::IoDim& d : t.dims) {
+      w.Pod<int64_t>(d.value);
+      w.Pod<uint8_t>(d.batch ? 1 : 0);
+    }
+  }
+}
+
+// The plan's inputs and outputs as the capsule header describes them.
+std::vector<capsule::IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which) {
+  std::vector<capsule::IoTensor> io;
+  for (int32_t index : which) {
+    const engine::PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
+    capsule::IoTensor entry;
+    entry.name = t.name;
+    entry.dtype = static_cast<uint8_t>(t.type.dtype);
+    for (const engine::Dim& d : t.type.shape) entry.dims.push_back({d.value, d.batch});
+    io.push_back(std::move(entry));
+  }
+  return io;
+}
+
+}  // namespace
+
+Core::Core(Platform* platform) : platform_(platform) {}
+
+Core::~Core() { WipeAll(); }
+
+void Core::WipeAll() {
+  session_.reset();
+  model_outputs_.clear();
+  client_tensors_.clear();  // the plan's weights and packed copies are wiped as they are released
+  capsule_key_ = SecretBytes();
+  identity_.reset();
+  lease_.reset();
+  lease_bytes_.clear();
+  capsule_bytes_.clear();
+  capsule_bytes_.shrink_to_fit();
+  capsule_.reset();
+  history_.clear();
+  alerts_.clear();
+  total_count_ = 0;
+  head_ = {};
+}
+
+Status Core::RequireOpen(const char* call) const {
+  if (!capsule_) return FailedPrecondition("{}: no capsule is open (call open first)", call);
+  return Status::Ok();
+}
+
+int64_t Core::Now() {
+  // Time never goes backwards within the sealed state, whatever the platform's clock says.
+  last_time_ = std::max(last_time_, platform_->Now().unix_seconds);
+  return last_time_;
+}
+
+Status Core::Open(std::span<const uint8_t> input, Reply* reply) {
+  if (capsule_) return FailedPrecondition("open: a capsule is already open in this core");
+  ByteReader r(input, "open request");
+  uint64_t capsule_size = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&capsule_size, "capsule length"));
+  if (capsule_size > r.remaining())
+    return DataLoss("open request: capsule length {} exceeds the {} bytes sent", capsule_size,
+                    r.remaining());
+  std::span<const uint8_t> capsule_view;
+  MLC_RETURN_IF_ERROR(r.View(capsule_size, &capsule_view, "capsule"));
+  std::span<const uint8_t> sealed;
+  MLC_RETURN_IF_ERROR(r.BlobView(&sealed, kMaxSealedStateBytes, "sealed state"));
+  uint32_t threads = 1;
+  MLC_RETURN_IF_ERROR(r.Pod(&threads, "threads"));
+  MLC_RETURN_IF_ERROR(r.ExpectEnd());
+  if (threads < 1 || threads > 256)
+    return InvalidArgument("open request: threads {} is out of range 1..256", threads);
+  threads_ = static_cast<int>(threads);
+
+  // The bytes are kept (the ciphertext is needed until a lease arrives); parse the copy.
+  capsule_bytes_.assign(capsule_view.begin(), capsule_view.end());
+  auto parsed = capsule::ParseAndVerifyCapsule(capsule_bytes_);
+  if (!parsed.ok()) {
+    capsule_bytes_.clear();
+    return parsed.status().WithContext("open");
+  }
+  auto policy = capsule::ParsePolicy(parsed->header.policy_json);
+  if (!policy.ok()) {
+    capsule_bytes_.clear();
+    return policy.status().WithContext("open: capsule policy");
+  }
+  auto client_io = defense::OutputPolicyIo(policy->output, parsed->header.outputs);
+  if (!client_io.ok()) {
+    capsule_bytes_.clear();
+    return client_io.status().WithContext("open: capsule policy");
+  }
+  policy_ = std::move(policy).value();
+  client_outputs_ = std::move(client_io).value();
+  std::vector<std::string> output_names;
+  for (const capsule::IoTensor& t : parsed->header.outputs) output_names.push_back(t.name);
+  auto selected = defense::FindPolicyOutput(policy_.output, output_names);
+  if (!selected.ok()) {
+    capsule_bytes_.clear();
+    return selected.status().WithContext("open: capsule policy");
+  }
+  policy_output_index_ = *selected;
+  capsule_ = std::move(parsed).value();
+
+  if (!sealed.empty()) {
+    Status restored = RestoreSealed(sealed);
+    if (!restored.ok()) {
+      WipeAll();
+      return restored.WithContext("open");
+    }
+    // Reseal at once under a new counter value, so this blob cannot be opened a second time.
+    MLC_RETURN_IF_ERROR(Seal(reply));
+  }
+  reply->output = CoreInfo();
+  return Status::Ok();
+}
+
+Status Core::RestoreSealed(std::span<const uint8_t> sealed) {
+  ByteReader r(sealed, "sealed state");
+  char magic[8];
+  MLC_RETURN_IF_ERROR(r.Bytes(magic, sizeof(magic), "magic"));
+  if (std::memcmp(magic, kSealedMagic, sizeof(magic)) != 0)
+    return DataLoss("sealed state: bad magic (not an MLCapsule sealed state)");
+  uint32_t version = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&version, "version"));
+  if (version != kSealedVersion)
+    return Unsupported("sealed state: version {} is not supported (expected {})", version,
+                       kSealedVersion);
+  capsule::CapsuleId capsule_id{};
+  MLC_RETURN_IF_ERROR(r.Bytes(capsule_id.data(), capsule_id.size(), "capsule id"));
+  uint64_t counter = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&counter, "counter"));
+  const std::span<const uint8_t> associated = r.consumed();
+  std::span<const uint8_t> ciphertext;
+  MLC_RETURN_IF_ERROR(r.BlobView(&ciphertext, kMaxSealedStateBytes, "sealed payload"));
+  MLC_RETURN_IF_ERROR(r.ExpectEnd());
+  if (capsule_id != capsule_->header.capsule_id)
+    return InvalidArgument("sealed state belongs to capsule {}, not to this capsule {}",
+                           capsule::CapsuleIdHex(capsule_id),
+                           capsule::CapsuleIdHex(capsule_->header.capsule_id));
+  MLC_ASSIGN_OR_RETURN(SecretBytes sealing_key, platform_->SealingKey());
+  MLC_ASSIGN_OR_RETURN(SecretBytes plain,
+                       capsule::AeadDecrypt(sealing_key, ciphertext, associated, "sealed state"));
+  MLC_ASSIGN_OR_RETURN(uint64_t current, platform_->ReadCounter());
+  if (counter < current)
+    return FailedPrecondition(
+        "sealed state is older than this TEE's monotonic counter ({} < {}): a restored older "
+        "state is refused (rollback); install a new lease to continue",
+        counter, current);
+  if (counter > current)
+    return FailedPrecondition(
+        "this TEE's monotonic counter ({}) is behind the sealed state ({}): the counter was reset "
+        "or rolled back; refusing",
+        current, counter);
+
+  ByteReader s(plain.span(), "sealed state payload");
+  Identity identity;
+  identity.box.secret = SecretBytes(capsule::kBoxSecretBytes);
+  identity.signing.secret = SecretBytes(capsule::kSigningSecretBytes);
+  MLC_RETURN_IF_ERROR(s.Bytes(identity.box.secret.data(), capsule::kBoxSecretBytes, "box key"));
+  MLC_RETURN_IF_ERROR(s.Bytes(identity.box.public_key.data(), 32, "box public key"));
+  MLC_RETURN_IF_ERROR(
+      s.Bytes(identity.signing.secret.data(), capsule::kSigningSecretBytes, "signing key"));
+  MLC_ASSIGN_OR_RETURN(identity.signing,
+                       capsule::SigningKeyPairFromSecret(identity.signing.secret.span()));
+  uint8_t has_lease = 0;
+  MLC_RETURN_IF_ERROR(s.Pod(&has_lease, "has lease"));
+  std::vector<uint8_t> lease_bytes;
+  SecretBytes capsule_key;
+  if (has_lease > 1) return DataLoss("sealed state: has_lease is {}, not 0 or 1", has_lease);
+  if (has_lease == 1) {
+    MLC_RETURN_IF_ERROR(s.Blob(&lease_bytes, kMaxLeaseBlobBytes, "lease"));
+    capsule_key = SecretBytes(capsule::kSymmetricKeyBytes);
+    MLC_RETURN_IF_ERROR(s.Bytes(capsule_key.data(), capsule_key.size(), "capsule key"));
+  }
+  MLC_RETURN_IF_ERROR(s.Pod(&total_count_, "total count"));
+  MLC_RETURN_IF_ERROR(s.Bytes(head_.data(), head_.size(), "chain head"));
+  MLC_RETURN_IF_ERROR(s.Pod(&report_sequence_, "report sequence"));
+  MLC_RETURN_IF_ERROR(s.Pod(&last_time_, "last time"));
+  uint8_t history_count = 0;
+  MLC_RETURN_IF_ERROR(s.Count(&history_count, kChainHistory, 40, "history count"));
+  history_.assign(history_count, ChainPoint{});
+  for (ChainPoint& p : history_) {
+    MLC_RETURN_IF_ERROR(s.Pod(&p.count, "history count"));
+    MLC_RETURN_IF_ERROR(s.Bytes(p.head.data(), p.head.size(), "history head"));
+  }
+  uint16_t alert_count = 0;
+  MLC_RETURN_IF_ERROR(s.Count(&alert_count, capsule::kMaxAlerts, 16, "alert count"));
+  alerts_.assign(alert_count, capsule::Alert{});
+  for (capsule::Alert& a : alerts_) {
+    MLC_RETURN_IF_ERROR(s.Str(&a.kind, capsule::kMaxAlertKindBytes, "alert kind"));
+    MLC_RETURN_IF_ERROR(s.Pod(&a.at_count, "alert count"));
+    MLC_RETURN_IF_ERROR(s.Str(&a.detail, capsule::kMaxAlertDetailBytes, "alert detail"));
+  }
+  MLC_RETURN_IF_ERROR(s.ExpectEnd());
+  identity_ = std::move(identity);
+  if (has_lease == 1) {
+    // The sealed lease is checked again as if new: the capsule may pin other signers now.
+    MLC_ASSIGN_OR_RETURN(capsule::Lease lease,
+                         capsule::ParseAndVerifyLease(lease_bytes, capsule_->header));
+    lease_bytes_ = std::move(lease_bytes);
+    MLC_RETURN_IF_ERROR(ActivateLease(std::move(lease), std::move(capsule_key)));
+  }
+  return Status::Ok();
+}
+
+Status Core::Seal(Reply* reply) {
+  if (!identity_) return Status::Ok();  // nothing worth keeping yet
+  ByteWriter s;
+  s.Bytes(identity_->box.secret.span());
+  s.Bytes(identity_->box.public_key);
+  s.Bytes(identity_->signing.secret.span());
+  s.Pod<uint8_t>(lease_ ? 1 : 0);
+  if (lease_) {
+    s.Blob(lease_bytes_);
+    s.Bytes(capsule_key_.span());
+  }
+  s.Pod<uint64_t>(total_count_);
+  s.Bytes(head_);
+  s.Pod<uint64_t>(report_sequence_);
+  s.Pod<int64_t>(last_time_);
+  s.Pod<uint8_t>(static_cast<uint8_t>(history_.size()));
+  for (const ChainPoint& p : history_) {
+    s.Pod<uint64_t>(p.count);
+    s.Bytes(p.head);
+  }
+  s.Pod<uint16_t>(static_cast<uint16_t>(alerts_.size()));
+  for (const capsule::Alert& a : alerts_) {
+    s.Str(a.kind);
+    s.Pod<uint64_t>(a.at_count);
+    s.Str(a.detail);
+  }
+  // The plaintext holds keys: move it into sensitive memory and wipe the writer's copy.
+  SecretBytes plain(reinterpret_cast<const uint8_t*>(s.out().data()), s.out().size());
+  WipeMemory(s.out().data(), s.out().size());
+
+  MLC_ASSIGN_OR_RETURN(uint64_t counter, platform_->IncrementCounter());
+  ByteWriter w;
+  w.Bytes(kSealedMagic, sizeof(kSealedMagic));
+  w.Pod<uint32_t>(kSealedVersion);
+  w.Bytes(capsule_->header.capsule_id);
+  w.Pod<uint64_t>(counter);
+  MLC_ASSIGN_OR_RETURN(SecretBytes sealing_key, platform_->SealingKey());
+  std::vector<uint8_t> ciphertext = capsule::AeadEncrypt(sealing_key, plain.span(), w.span());
+  w.Blob(ciphertext);
+  reply->sealed_state.assign(w.span().begin(), w.span().end());
+  sealed_at_count_ = total_count_;
+  return Status::Ok();
+}
+
+Status Core::Evidence(std::span<const uint8_t> input, Reply* reply) {
+  MLC_RETURN_IF_ERROR(RequireOpen("evidence"));
+  ByteReader r(input, "evidence request");
+  capsule::Nonce nonce{};
+  MLC_RETURN_IF_ERROR(r.Bytes(nonce.data(), nonce.size(), "nonce"));
+  uint8_t attach_report = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&attach_report, "attach report"));
+  MLC_RETURN_IF_ERROR(r.ExpectEnd());
+  if (attach_report > 1)
+    return InvalidArgument("evidence request: attach_report is {}, not 0 or 1", attach_report);
+
+  bool changed = false;
+  if (!identity_) {
+    // A fresh core identity: its keys never leave the core, and the usage chain starts here.
+    identity_ = Identity{capsule::GenerateBoxKeyPair(), capsule::GenerateSigningKeyPair()};
+    total_count_ = 0;
+    head_ = capsule::ChainGenesis(capsule_->header.capsule_id, identity_->signing.public_key);
+    history_ = {ChainPoint{0, head_}};
+    changed = true;
+  }
+  capsule::EvidenceRequest request;
+  request.capsule_id = capsule_->header.capsule_id;
+  request.nonce = nonce;
+  request.core_box_key = identity_->box.public_key;
+  request.core_signing_key = identity_->signing.public_key;
+  request.evidence_type = platform_->evidence_type();
+  MLC_ASSIGN_OR_RETURN(
+      request.evidence,
+      platform_->Evidence(capsule::ComputeReportData(nonce, request.capsule_id,
+                                                     request.core_box_key,
+                                                     request.core_signing_key)));
+  if (attach_report == 1 && lease_) {
+    request.usage_report = MakeUsageReport();
+    changed = true;
+  }
+  reply->output = capsule::SerializeEvidenceRequest(request);
+  if (changed) MLC_RETURN_IF_ERROR(Seal(reply));
+  return Status::Ok();
+}
+
+Status Core::CheckLeaseTime(int64_t now) const {
+  const capsule::LeaseBody& b = lease_->body;
+  if (now < b.not_before)
+    return FailedPrecondition("the lease is not valid before {} (now {})", b.not_before, now);
+  if (now >= b.expires_at)
+    return FailedPrecondition("the lease expired at {} (now {}); get a new lease", b.expires_at,
+                              now);
+  return Status::Ok();
+}
+
+Status Core::InstallLease(std::span<const uint8_t> input, Reply* reply) {
+  MLC_RETURN_IF_ERROR(RequireOpen("install lease"));
+  if (!identity_)
+    return FailedPrecondition(
+        "install lease: this core has no keys yet; make an evidence request first");
+  MLC_ASSIGN_OR_RETURN(capsule::Lease lease, capsule::ParseAndVerifyLease(input, capsule_->header));
+  const capsule::LeaseBody& b = lease.body;
+  if (b.core_box_key != identity_->box.public_key ||
+      b.core_signing_key != identity_->signing.public_key)
+    return PermissionDenied("the lease was issued to another core key ({}...), not to this core",
+                            capsule::ToHex(std::span(b.core_signing_key).first(8)));
+  if (lease_) {
+    const capsule::LeaseBody& old = lease_->body;
+    bool newer = b.chain_base_count > old.chain_base_count ||
+                 (b.chain_base_count == old.chain_base_count && b.sequence > old.sequence);
+    if (!newer)
+      return PermissionDenied(
+          "replayed or older lease refused: it continues from query {} (sequence {}), the "
+          "installed lease from query {} (sequence {})",
+          b.chain_base_count, b.sequence, old.chain_base_count, old.sequence);
+  }
+  // The lease must continue from a chain head this core really reached and reported.
+  bool known = false;
+  for (const ChainPoint& p : history_)
+    if (p.count == b.chain_base_count && capsule::ConstantTimeEqual(p.head, b.chain_base))
+      known = true;
+  if (!known)
+    return PermissionDenied(
+        "the lease continues from usage-chain head {}... at query {}, which this core never "
+        "reported",
+        capsule::ToHex(std::span(b.chain_base).first(8)), b.chain_base_count);
+  if (b.query_quota > policy_.lease.max_queries)
+    return PermissionDenied("the lease grants {} queries, over the policy's lease.max_queries {}",
+                            b.query_quota, policy_.lease.max_queries);
+  if (b.expires_at - b.not_before > policy_.lease.max_days * 86400)
+    return PermissionDenied("the lease is valid for {} s, over the policy's lease.max_days {}",
+                            b.expires_at - b.not_before, policy_.lease.max_days);
+  MLC_ASSIGN_OR_RETURN(SecretBytes capsule_key,
+                       capsule::OpenSealed(identity_->box, b.wrapped_capsule_key));
+  if (capsule_key.size() != capsule::kSymmetricKeyBytes)
+    return PermissionDenied("the lease's wrapped capsule key has {} bytes, expected {}",
+                            capsule_key.size(), capsule::kSymmetricKeyBytes);
+  std::vector<uint8_t> lease_bytes(input.begin(), input.end());
+  // Decrypt and load first: a lease whose key does not open this capsule changes nothing.
+  std::optional<capsule::Lease> previous = std::move(lease_);
+  SecretBytes previous_key = std::move(capsule_key_);
+  Status activated = ActivateLease(std::move(lease), std::move(capsule_key));
+  if (!activated.ok()) {
+    lease_ = std::move(previous);
+    capsule_key_ = std::move(previous_key);
+    return activated.WithContext("install lease");
+  }
+  lease_bytes_ = std::move(lease_bytes);
+  // Alerts up to the acknowledged point were reported; drop them.
+  std::erase_if(alerts_, [&](const capsule::Alert& a) {
+    return a.at_count <= lease_->body.chain_base_count;
+  });
+  MLC_RETURN_IF_ERROR(Seal(reply));
+  reply->output = CoreInfo();
+  return Status::Ok();
+}
+
+Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
+  if (!session_) {
+    if (capsule_bytes_.empty())
+      return InternalError("the capsule's ciphertext is no longer held by the core");
+    MLC_ASSIGN_OR_RETURN(SecretBytes plan_bytes, capsule::DecryptPlan(*capsule_, capsule_key));
+    MLC_ASSIGN_OR_RETURN(engine::Plan plan, engine::ParsePlan(plan_bytes.span()));
+    plan_bytes = SecretBytes();  // the weights now live only in the plan's sensitive buffer
+    if (PlanIo(plan, plan.inputs) != capsule_->header.inputs ||
+        PlanIo(plan, plan.outputs) != capsule_->header.outputs)
+      return DataLoss("the decrypted plan's inputs/outputs differ from the capsule header's");
+    engine::SessionOptions options;
+    options.threads = threads_;
+    MLC_ASSIGN_OR_RETURN(session_, engine::Session::Create(std::move(plan), options));
+    // The ciphertext is no longer needed.
+    capsule_->ciphertext = {};
+    capsule_->header_region = {};
+    capsule_bytes_.clear();
+    capsule_bytes_.shrink_to_fit();
+  }
+  lease_ = std::move(lease);
+  capsule_key_ = std::move(capsule_key);
+  return Status::Ok();
+}
+
+Status Core::Infer(std::span<const uint8_t> input, Reply* reply) {
+  MLC_RETURN_IF_ERROR(RequireOpen("infer"));
+  if (!lease_ || !session_)
+    return FailedPrecondition("infer: no lease is installed (make an evidence request, get a "
+                              "lease from the provider and install it)");
+  MLC_ASSIGN_OR_RETURN(std::vector<engine::TensorView> inputs, capsule::ParseTensorList(input));
+  const engine::Plan& plan = session_->plan();
+  if (inputs.size() != plan.inputs.size())
+    return InvalidArgument("infer: {} input tensors given, the model takes {}", inputs.size(),
+                           plan.inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const engine::PlanTensor& t = plan.tensors[static_cast<size_t>(plan.inputs[i])];
+    if (inputs[i].dtype != t.type.dtype)
+      return InvalidArgument("infer: input '{}' is {}, the model takes {}", t.name,
+                             engine::DTypeName(inputs[i].dtype), engine::DTypeName(t.type.dtype));
+  }
+  MLC_ASSIGN_OR_RETURN(int64_t batch, engine::InferBatchSize(plan, inputs));
+
+  // Quota first (host time is untrusted), then time, then count and chain, then compute.
+  const capsule::LeaseBody& b = lease_->body;
+  const uint64_t used = total_count_ - b.chain_base_count;
+  if (used + static_cast<uint64_t>(batch) > b.query_quota)
+    return ResourceExhausted(
+        "query quota exhausted: {} of {} queries of this lease used, {} asked; report usage and "
+        "get a new lease",
+        used, b.query_quota, batch);
+  const int64_t now = Now();
+  MLC_RETURN_IF_ERROR(CheckLeaseTime(now));
+  total_count_ += static_cast<uint64_t>(batch);
+  head_ = ExtendChain(head_, total_count_, static_cast<uint64_t>(batch), now);
+
+  MLC_RETURN_IF_ERROR(session_->Run(inputs, &model_outputs_));
+  MLC_RETURN_IF_ERROR(defense::ApplyOutputPolicy(
+      policy_.output, model_outputs_[static_cast<size_t>(policy_output_index_)].View(),
+      &client_tensors_));
+  std::vector<engine::TensorView> views;
+  views.reserve(client_tensors_.size());
+  for (engine::Tensor& t : client_tensors_) views.push_back(t.View());
+  std::string encoded;
+  encoded.reserve(capsule::TensorListBytes(views));
+  capsule::AppendTensorList(views, &encoded);
+  reply->output.assign(encoded.begin(), encoded.end());
+  if (total_count_ - sealed_at_count_ >= policy_.lease.seal_every) MLC_RETURN_IF_ERROR(Seal(reply));
+  return Status::Ok();
+}
+
+std::vector<uint8_t> Core::MakeUsageReport() {
+  capsule::UsageReport report;
+  report.capsule_id = capsule_->header.capsule_id;
+  report.license_id = lease_->body.license_id;
+  report.lease_id = lease_->body.lease_id;
+  report.report_sequence = ++report_sequence_;
+  report.core_signing_key = identity_->signing.public_key;
+  report.from_count = lease_->body.chain_base_count;
+  report.from_head = lease_->body.chain_base;
+  report.to_count = total_count_;
+  report.to_head = head_;
+  report.created_at = Now();
+  report.alerts = alerts_;
+  // Remember the reported point: the next lease may continue from it.
+  if (history_.empty() || history_.back().count != total_count_ || history_.back().head != head_) {
+    history_.push_back({total_count_, head_});
+    if (history_.size() > kChainHistory) history_.erase(history_.begin());
+  }
+  return capsule::SignUsageReport(std::move(report), identity_->signing.secret);
+}
+
+Status Core::UsageReport(std::span<const uint8_t> input, Reply* reply) {
+  MLC_RETURN_IF_ERROR(RequireOpen("usage report"));
+  if (!input.empty()) return InvalidArgument("usage report: takes no input ({} bytes given)", input.size());
+  if (!lease_) return FailedPrecondition("usage report: no lease is installed, nothing to report");
+  reply->output = MakeUsageReport();
+  return Seal(reply);
+}
+
+Status Core::Close(Reply* reply) {
+  Status sealed = Status::Ok();
+  if (capsule_ && identity_ && total_count_ != sealed_at_count_) sealed = Seal(reply);
+  WipeAll();
+  return sealed;
+}
+
+std::vector<uint8_t> Core::CoreInfo() const {
+  ByteWriter w;
+  w.Pod<uint8_t>(static_cast<uint8_t>(lease_ && session_ ? CoreState::kReady : CoreState::kNeedsLease));
+  w.Bytes(capsule_->header.capsule_id);
+  w.Str(lease_ ? lease_->body.license_id : "");
+  w.Pod<uint64_t>(lease_ ? total_count_ - lease_->body.chain_base_count : 0);
+  w.Pod<uint64_t>(lease_ ? lease_->body.query_quota : 0);
+  w.Pod<int64_t>(lease_ ? lease_->body.expires_at : 0);
+  w.Pod<uint64_t>(total_count_);
+  w.Str(capsule_->header.policy_json);
+  WriteIo(w, capsule_->header.inputs);
+  WriteIo(w, client_outputs_);
+  return {w.span().begin(), w.span().end()};
+}
+
+}  // namespace mlcapsule::trusted
