@@ -3,6 +3,9 @@
 #   OUT/onnx_compile/    small ONNX models from the ONNX node tests
 #   OUT/plan_loader/     the plans `mlcapsule compile` makes of them (default and --no-channels-last)
 #   OUT/tensor_parsers/  their test-data TensorProtos (.pb) and .npy outputs from `mlcapsule infer`
+#   OUT/capsule_parsers/ hand-built, well-formed capsule, lease, evidence request, usage report and
+#                        tensor list (structure only: signatures are filler), plus a real capsule
+#                        from `mlcapsule keygen` + `mlcapsule pack` when those succeed
 # Usage: fuzz/make_corpus.sh OUT_DIR [MLCAPSULE_BINARY] [ONNX_NODE_TEST_DIR]
 set -euo pipefail
 
@@ -30,7 +33,7 @@ if [[ ! -d $node_dir ]]; then
   exit 1
 fi
 
-mkdir -p "$out/onnx_compile" "$out/plan_loader" "$out/tensor_parsers"
+mkdir -p "$out/onnx_compile" "$out/plan_loader" "$out/tensor_parsers" "$out/capsule_parsers"
 # The CLI may be built with ASan; its leak reports are not what this script is about.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 for model in "${models[@]}"; do
@@ -53,6 +56,60 @@ for model in "${models[@]}"; do
       >/dev/null 2>&1 || rm -f "$out/tensor_parsers/$model.output_0.npy"
   fi
 done
-for target in onnx_compile plan_loader tensor_parsers; do
+
+# ---- capsule_parsers: byte formats of docs/capsule-format.md, written as little-endian hex ----
+le() {  # le WIDTH VALUE: VALUE as WIDTH little-endian bytes, in hex
+  local hex result="" i
+  hex=$(printf "%0$(($1 * 2))x" "$2")
+  for ((i = ${#hex} - 2; i >= 0; i -= 2)); do result+=${hex:i:2}; done
+  printf '%s' "$result"
+}
+fill() { local i; for ((i = 0; i < $2; i++)); do printf '%s' "$1"; done; }  # fill HEXBYTE COUNT
+text() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }                  # raw bytes of a string
+str() { le 4 "${#1}"; text "$1"; }                                          # length:u32 bytes
+emit() { printf "$(printf '%s' "$1" | sed 's/../\\x&/g')" >"$2"; }          # hex -> file
+seeds=$out/capsule_parsers
+
+io() { str "$1"; le 1 1; le 1 2; le 8 1; le 1 1; le 8 10; le 1 0; }  # float32 [N,10]
+header=$(fill 11 16)$(le 8 1700000000)$(fill 22 32)$(le 1 1)$(fill 22 32)$(str seed)$(str '{}')
+header+=$(le 1 1)$(io x)$(le 1 1)$(io y)$(fill 33 32)$(le 8 100)$(le 4 4096)$(le 8 1)$(fill 44 24)
+emit "$(text MLCAPSUL)$(le 4 1)$(le 4 $((${#header} / 2)))$header$(fill 5a 117)$(fill 00 64)" \
+  "$seeds/capsule.bin"
+
+usage=$(text MLCUSAGE)$(le 4 1)$(fill 12 16)$(str lic-1)$(fill 34 16)$(le 8 1)$(fill 56 32)
+usage+=$(le 8 0)$(fill 00 32)$(le 8 5)$(fill 78 32)$(le 8 1700000000)$(le 2 1)
+usage+=$(str prada)$(le 8 3)$(str 'distribution shift')$(fill 00 64)
+emit "$usage" "$seeds/usage_report.bin"
+
+evidence=$(text MLCSWEV1)$(fill 9a 32)$(fill bc 64)
+request=$(text MLCEVREQ)$(le 4 1)$(fill 12 16)$(fill 01 32)$(fill 02 32)$(fill 03 32)$(le 1 1)
+request+=$(le 4 $((${#evidence} / 2)))$evidence
+emit "${request}$(le 1 0)" "$seeds/evidence_request.bin"
+emit "${request}$(le 1 1)$(le 4 $((${#usage} / 2)))$usage" "$seeds/evidence_request_report.bin"
+
+lease=$(text MLCLEASE)$(le 4 1)$(fill 12 16)$(str lic-1)$(fill 34 16)$(le 8 1)$(le 8 1700000000)
+lease+=$(le 8 1700000000)$(le 8 1700086400)$(le 8 1000)$(le 8 0)$(fill 00 32)$(fill 02 32)
+lease+=$(fill 03 32)$(fill 0e 80)$(fill 22 32)$(fill 00 64)
+emit "$lease" "$seeds/lease.bin"
+
+# float32 [2,3]: header to offset 36, zero pad to 64, 24 data bytes; then an int64 scalar whose
+# header ends at 104, padded to 128.
+list=$(le 4 2)$(le 1 1)$(le 1 2)$(fill 00 6)$(le 8 2)$(le 8 3)$(le 8 24)$(fill 00 28)$(fill 3f 24)
+list+=$(le 1 7)$(le 1 0)$(fill 00 6)$(le 8 8)$(fill 00 24)$(le 8 42)
+emit "$list" "$seeds/tensor_list.bin"
+
+# A real capsule (4 KiB chunks, so a few of them) when the CLI can make one.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+printf '{"version": 1, "tee": {"accept": ["software"]}}\n' >"$work/policy.json"
+if "$mlcapsule" keygen --out "$work" --name provider >/dev/null 2>&1 &&
+  "$mlcapsule" pack "$node_dir/test_conv_with_strides_padding/model.onnx" --key "$work/provider.key" \
+    --policy "$work/policy.json" --chunk-kib 4 --out "$work/conv.capsule" >/dev/null 2>&1; then
+  cp "$work/conv.capsule" "$seeds/conv.capsule"
+else
+  echo "skip packed capsule seed (mlcapsule keygen/pack failed)" >&2
+fi
+
+for target in onnx_compile plan_loader tensor_parsers capsule_parsers; do
   echo "$target: $(find "$out/$target" -type f | wc -l) seeds"
 done

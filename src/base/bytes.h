@@ -118,15 +118,16 @@ class ByteReader {
     return Status::Ok();
   }
   Status Skip(size_t n, std::string_view field) {
-    if (n > remaining()) return DataLoss("{} truncated skipping {} at offset {}", what_, field, pos_);
+    if (n > remaining())
+      return DataLoss("{} truncated skipping {} at offset {}", what_, field, pos_);
     pos_ += n;
     return Status::Ok();
   }
   // Error unless every byte was consumed (trailing bytes are not silently ignored).
   Status ExpectEnd() const {
     if (remaining() != 0)
-      return InvalidArgument("{} has {} unexpected trailing bytes at offset {}", what_,
-                             remaining(), pos_);
+      return InvalidArgument("{} has {} unexpected trailing bytes at offset {}", what_, remaining(),
+                             pos_);
     return Status::Ok();
   }
 

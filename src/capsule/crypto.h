@@ -7,7 +7,8 @@
 //   MLC_RETURN_IF_ERROR(InitCrypto());
 //   SigningKeyPair provider = GenerateSigningKeyPair();
 //   Signature sig = Sign(provider.secret, kCapsuleSignatureDomain, {header, digest});
-//   MLC_RETURN_IF_ERROR(Verify(provider.public_key, kCapsuleSignatureDomain, {header, digest}, sig));
+//   MLC_RETURN_IF_ERROR(Verify(provider.public_key, kCapsuleSignatureDomain, {header, digest},
+//   sig));
 #pragma once
 
 #include <array>
@@ -25,10 +26,10 @@ namespace mlcapsule::capsule {
 // Must be called once before any other function here (safe to call again).
 Status InitCrypto();
 
-using PublicKey = std::array<uint8_t, 32>;   // Ed25519 or X25519 public key
-using Signature = std::array<uint8_t, 64>;   // Ed25519
-using Digest = std::array<uint8_t, 32>;      // BLAKE2b-256
-using Digest64 = std::array<uint8_t, 64>;    // BLAKE2b-512
+using PublicKey = std::array<uint8_t, 32>;  // Ed25519 or X25519 public key
+using Signature = std::array<uint8_t, 64>;  // Ed25519
+using Digest = std::array<uint8_t, 32>;     // BLAKE2b-256
+using Digest64 = std::array<uint8_t, 64>;   // BLAKE2b-512
 
 // A secret that is wiped on every path: stored in sensitive memory (base/sensitive_memory.h;
 // memfd_secret inside the software TEE), movable, never copied implicitly.
@@ -52,6 +53,9 @@ class SecretBytes {
   std::span<uint8_t> span() { return {data_, size_}; }
   // Shrinks the logical size (the bytes past it are wiped); never grows.
   void Truncate(size_t size);
+  // Hands the allocation (from AllocateSensitive(*allocation_bytes)) to the caller, who must
+  // release it with ReleaseSensitive or adopt it (engine::AlignedBuffer::AdoptSensitive).
+  uint8_t* ReleaseAllocation(size_t* allocation_bytes);
 
  private:
   uint8_t* data_ = nullptr;
@@ -59,14 +63,14 @@ class SecretBytes {
   size_t capacity_ = 0;
 };
 
-inline constexpr size_t kSymmetricKeyBytes = 32;  // capsule key, sealing key
+inline constexpr size_t kSymmetricKeyBytes = 32;   // capsule key, sealing key
 inline constexpr size_t kSigningSecretBytes = 64;  // Ed25519 secret key (seed + public key)
 inline constexpr size_t kBoxSecretBytes = 32;      // X25519 secret key
 inline constexpr size_t kSealedBoxOverhead = 48;   // crypto_box_SEALBYTES
 inline constexpr size_t kAeadNonceBytes = 24;      // XChaCha20-Poly1305
 inline constexpr size_t kAeadTagBytes = 16;
-inline constexpr size_t kStreamHeaderBytes = 24;   // secretstream header
-inline constexpr size_t kStreamOverhead = 17;      // secretstream per-chunk overhead
+inline constexpr size_t kStreamHeaderBytes = 24;  // secretstream header
+inline constexpr size_t kStreamOverhead = 17;     // secretstream per-chunk overhead
 
 struct SigningKeyPair {
   PublicKey public_key{};

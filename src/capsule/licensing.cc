@@ -68,8 +68,7 @@ Result<CheckedRequest> CheckEvidenceRequest(std::span<const uint8_t> request_byt
 }
 
 Result<std::vector<uint8_t>> IssueLeaseForRequest(const CheckedRequest& checked,
-                                                  const CapsuleHeader& header,
-                                                  const Policy& policy,
+                                                  const CapsuleHeader& header, const Policy& policy,
                                                   const SecretBytes& capsule_key,
                                                   const SigningKeyPair& signer,
                                                   const LeaseTerms& terms) {
@@ -79,13 +78,13 @@ Result<std::vector<uint8_t>> IssueLeaseForRequest(const CheckedRequest& checked,
     return InvalidArgument("query quota {} is out of the policy's range 1..{} (lease.max_queries)",
                            terms.query_quota, policy.lease.max_queries);
   if (terms.valid_seconds < 1 || terms.valid_seconds > policy.lease.max_days * 86400)
-    return InvalidArgument("lease validity {} s is out of the policy's range 1..{} s (lease.max_days)",
-                           terms.valid_seconds, policy.lease.max_days * 86400);
-  bool pinned = header.lease_signers.empty() ? signer.public_key == header.provider_key
-                                             : std::find(header.lease_signers.begin(),
-                                                         header.lease_signers.end(),
-                                                         signer.public_key) !=
-                                                   header.lease_signers.end();
+    return InvalidArgument(
+        "lease validity {} s is out of the policy's range 1..{} s (lease.max_days)",
+        terms.valid_seconds, policy.lease.max_days * 86400);
+  bool pinned = header.lease_signers.empty()
+                    ? signer.public_key == header.provider_key
+                    : std::find(header.lease_signers.begin(), header.lease_signers.end(),
+                                signer.public_key) != header.lease_signers.end();
   if (!pinned)
     return PermissionDenied("key {} is not a lease signer this capsule pins",
                             ToHex(signer.public_key));

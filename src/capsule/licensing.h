@@ -29,8 +29,8 @@ struct LeaseTerms {
   std::string license_id;
   uint64_t query_quota = 0;
   int64_t valid_seconds = 0;
-  int64_t now = 0;        // issue time (unix seconds)
-  uint64_t sequence = 0;  // > the previous lease's for the same license and chain point
+  int64_t now = 0;                 // issue time (unix seconds)
+  uint64_t sequence = 0;           // > the previous lease's for the same license and chain point
   bool evidence_verified = false;  // hardware evidence already verified by the caller
   // The nonce the issuer handed out (server); unset: the request's own nonce is taken as is
   // (air-gapped: freshness comes from the core's one-time keys and the lease sequence).
@@ -53,8 +53,7 @@ Result<CheckedRequest> CheckEvidenceRequest(std::span<const uint8_t> request_byt
 // Issues a lease for a checked request: the chain continues from the attached report's end (or
 // the core's genesis for a first lease); quota and validity are checked against the policy.
 Result<std::vector<uint8_t>> IssueLeaseForRequest(const CheckedRequest& checked,
-                                                  const CapsuleHeader& header,
-                                                  const Policy& policy,
+                                                  const CapsuleHeader& header, const Policy& policy,
                                                   const SecretBytes& capsule_key,
                                                   const SigningKeyPair& signer,
                                                   const LeaseTerms& terms);

@@ -29,15 +29,16 @@ const char* OutputModeName(OutputMode mode);  // "probabilities", "top_k", "roun
 
 struct OutputPolicy {
   OutputMode mode = OutputMode::kProbabilities;
-  int k = 1;         // top_k: 1..1000
-  int decimals = 2;  // rounded (and top_k values when round_top_k): 0..8
-  bool logits = false;        // the model's output is logits: apply softmax before the mode
-  std::string tensor;         // which model output the policy applies to ("" = the first)
+  int k = 1;            // top_k: 1..1000
+  int decimals = 2;     // rounded: 0..8 (top_k values are not rounded)
+  bool logits = false;  // the model's output is logits: apply softmax before the mode
+  std::string tensor;   // which model output the policy applies to ("" = the first)
 };
 
 struct MeasurementList {
-  std::string tee;                    // "software", "sgx", "tdx", "snp", "tpm"
-  std::vector<std::string> allowed;   // lowercase hex measurements; empty = any
+  std::string tee;                   // "software", "sgx", "tdx", "snp", "tpm"
+  std::vector<std::string> allowed;  // lowercase hex measurements (1..64); a TEE without a
+                                     // list accepts any measurement
 };
 
 struct TeePolicy {

@@ -12,7 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/bytes.h"
 #include "base/file_util.h"
+#include "base/sensitive_memory.h"
 #include "capsule/crypto.h"
 #include "cli/cli_common.h"
 #include "engine/plan_stats.h"
@@ -61,9 +63,9 @@ void RunBench(const BenchOptions& o) {
   const auto load_start = std::chrono::steady_clock::now();
   auto plan = LoadModel(o.model, options);
   if (!plan.ok()) return SetExitCode(ReportError(plan.status()));
-  double load_ms = std::chrono::duration<double, std::milli>(
-                       std::chrono::steady_clock::now() - load_start)
-                       .count();
+  double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start)
+          .count();
   const double flops = engine::PlanFlops(*plan, o.batch);
   std::vector<engine::Tensor> inputs;
   std::mt19937 rng(42);
@@ -86,9 +88,9 @@ void RunBench(const BenchOptions& o) {
   const auto create_start = std::chrono::steady_clock::now();
   auto session = engine::Session::Create(std::move(plan).value(), session_options);
   if (!session.ok()) return SetExitCode(ReportError(session.status()));
-  load_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                       create_start)
-                 .count();
+  load_ms +=
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - create_start)
+          .count();
   std::vector<engine::TensorView> views;
   for (engine::Tensor& t : inputs) views.push_back(t.View());
   std::vector<engine::Tensor> outputs;
@@ -148,7 +150,6 @@ void RunBench(const BenchOptions& o) {
   }
 }
 
-
 std::string ModelName(const std::string& path) {
   std::string name = std::filesystem::path(path).filename().string();
   if (name == "model.onnx") name = std::filesystem::path(path).parent_path().filename().string();
@@ -181,14 +182,15 @@ void RunCapsuleBench(const BenchOptions& o) {
     Status s = (*client)->InstallLease(AsBytes(*lease));
     if (!s.ok()) return SetExitCode(ReportError(s));
   }
-  const double open_ms = std::chrono::duration<double, std::milli>(
-                             std::chrono::steady_clock::now() - open_start)
-                             .count();
+  const double open_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - open_start)
+          .count();
   if ((*client)->info().state != host::CoreStateKind::kReady)
     return SetExitCode(ReportError(FailedPrecondition(
         "bench: {} has no lease in {} (pass --lease FILE, or see `mlcapsule lease --help`)",
         o.model, options.state_dir)));
-  const uint64_t needed = static_cast<uint64_t>(o.batch) * static_cast<uint64_t>(o.iters + o.warmup);
+  const uint64_t needed =
+      static_cast<uint64_t>(o.batch) * static_cast<uint64_t>(o.iters + o.warmup);
   const host::CoreInfo& info = (*client)->info();
   if (info.query_quota - info.queries_used < needed)
     return SetExitCode(ReportError(ResourceExhausted(

@@ -9,7 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/bytes.h"
 #include "base/file_util.h"
+#include "base/sensitive_memory.h"
 #include "capsule/capsule_file.h"
 #include "capsule/crypto.h"
 #include "capsule/licensing.h"
@@ -166,7 +168,9 @@ void RunVerify(const std::string& path) {
   auto bytes = ReadCapsuleFile(path);
   if (!bytes.ok()) return Fail(bytes.status());
   auto view = capsule::ParseAndVerifyCapsule(AsBytes(*bytes));
-  if (!view.ok()) return SetExitCode(ReportError(view.status().WithContext(path)) == kExitUsage ? kExitUsage : kExitFailure);
+  if (!view.ok())
+    return SetExitCode(ReportError(view.status().WithContext(path)) == kExitUsage ? kExitUsage
+                                                                                  : kExitFailure);
   std::printf("%s: intact; capsule %s signed by provider key %s\n", path.c_str(),
               capsule::CapsuleIdHex(view->header.capsule_id).c_str(),
               capsule::ToHex(view->header.provider_key).c_str());
@@ -185,8 +189,7 @@ void AddClientOptions(CLI::App* cmd, ClientArgs* a) {
   cmd->add_option("CAPSULE", a->capsule, "Capsule file")->required()->check(CLI::ExistingFile);
   cmd->add_option("--state", a->state,
                   "State directory of this capsule on this machine (sealed core state, TEE files); "
-                  "default: CAPSULE.state")
-      ;
+                  "default: CAPSULE.state");
   cmd->add_option("--threads", a->threads, "Inference threads inside the core")
       ->check(CLI::Range(1, 256));
   cmd->add_option("--core", a->core_binary,
@@ -239,12 +242,13 @@ void RunLeaseRequest(const LeaseRequestOptions& o) {
   bool attach = !o.no_report && (*client)->info().state == host::CoreStateKind::kReady;
   auto request = (*client)->MakeEvidenceRequest(nonce, attach);
   if (!request.ok()) return Fail(request.status());
-  Status s = WriteFile(o.out, std::string_view(reinterpret_cast<const char*>(request->data()),
-                                               request->size()));
+  Status s = WriteFile(
+      o.out, std::string_view(reinterpret_cast<const char*>(request->data()), request->size()));
   if (!s.ok()) return Fail(s);
+  const std::string backend = (*client)->DescribeBackend();
   if (Status c = (*client)->Close(); !c.ok()) return Fail(c);
   std::printf("wrote evidence request %s (%zu bytes, %s%s): send it to the provider\n",
-              o.out.c_str(), request->size(), (*client)->DescribeBackend().c_str(),
+              o.out.c_str(), request->size(), backend.c_str(),
               attach ? ", with the latest usage report" : "");
 }
 
@@ -264,9 +268,8 @@ void RunLeaseIssue(const LeaseIssueOptions& o) {
   if (!view.ok()) return Fail(view.status().WithContext(o.capsule));
   auto policy = capsule::ParsePolicy(view->header.policy_json);
   if (!policy.ok()) return Fail(policy.status());
-  auto capsule_key =
-      capsule::ReadCapsuleKeyFile(o.capsule_key.empty() ? o.capsule + ".key" : o.capsule_key,
-                                  view->header.capsule_id);
+  auto capsule_key = capsule::ReadCapsuleKeyFile(
+      o.capsule_key.empty() ? o.capsule + ".key" : o.capsule_key, view->header.capsule_id);
   if (!capsule_key.ok()) return Fail(capsule_key.status());
   auto request = ReadFile(o.request, capsule::kMaxEvidenceRequestBytes);
   if (!request.ok()) return Fail(request.status());
@@ -279,8 +282,8 @@ void RunLeaseIssue(const LeaseIssueOptions& o) {
   terms.sequence = static_cast<uint64_t>(terms.now);
   auto checked = capsule::CheckEvidenceRequest(AsBytes(*request), view->header, *policy, terms);
   if (!checked.ok()) return Fail(checked.status().WithContext(o.request));
-  auto lease = capsule::IssueLeaseForRequest(*checked, view->header, *policy, *capsule_key,
-                                             *signer, terms);
+  auto lease =
+      capsule::IssueLeaseForRequest(*checked, view->header, *policy, *capsule_key, *signer, terms);
   if (!lease.ok()) return Fail(lease.status());
   Status s = WriteFile(
       o.out, std::string_view(reinterpret_cast<const char*>(lease->data()), lease->size()));
@@ -433,7 +436,9 @@ void AddCapsuleCommands(CLI::App& app) {
       "pack",
       "Provider: compile an ONNX model (or a .plan), encrypt it under a fresh capsule key and "
       "sign it with a policy");
-  pack_cmd->add_option("MODEL", pack.model, "ONNX model or plan")->required()->check(CLI::ExistingFile);
+  pack_cmd->add_option("MODEL", pack.model, "ONNX model or plan")
+      ->required()
+      ->check(CLI::ExistingFile);
   pack_cmd->add_option("--key", pack.key, "Provider secret key file (from keygen)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -454,13 +459,16 @@ void AddCapsuleCommands(CLI::App& app) {
   static std::string inspect_path;
   CLI::App* inspect = app.add_subcommand(
       "inspect", "Print a capsule's header and policy as JSON (never its weights)");
-  inspect->add_option("CAPSULE", inspect_path, "Capsule file")->required()->check(CLI::ExistingFile);
+  inspect->add_option("CAPSULE", inspect_path, "Capsule file")
+      ->required()
+      ->check(CLI::ExistingFile);
   inspect->callback([] { RunInspect(inspect_path); });
 
   static std::string verify_path;
   CLI::App* verify = app.add_subcommand(
-      "verify", "Check a capsule's provider signature over header and ciphertext (no key needed; "
-                "exit 0 only if intact)");
+      "verify",
+      "Check a capsule's provider signature over header and ciphertext (no key needed; "
+      "exit 0 only if intact)");
   verify->add_option("CAPSULE", verify_path, "Capsule file")->required()->check(CLI::ExistingFile);
   verify->callback([] { RunVerify(verify_path); });
 

@@ -528,6 +528,18 @@ void RunServe(const ServeOptions& o) {
     ReportError(address.status());
     return SetExitCode(kExitUsage);
   }
+  // SIGINT/SIGTERM are blocked from here on (in every thread started later, the HTTP workers
+  // included) and taken by one thread with sigwait, which stops the server: no work in a signal
+  // handler. Blocking them before the capsule opens defers a signal that comes during the open
+  // to a clean stop. (The core process resets its own mask; keeping it alive through a terminal
+  // Ctrl-C, which reaches the whole process group, is the process channel's business.)
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   if (Status s = capsule::InitCrypto(); !s.ok()) return SetExitCode(ReportError(s));
   host::ClientOptions options;
   options.state_dir = o.state.empty() ? o.model + ".state" : o.state;
@@ -554,8 +566,12 @@ void RunServe(const ServeOptions& o) {
           fmt::format("the request body is over the limit of {} bytes", kMaxRequestBodyBytes));
     else if (res.status == 404)
       SendError(res, 404, "not-found", fmt::format("no endpoint {} {}", req.method, req.path));
+    else if (res.status == 400)
+      SendError(res, 400, "bad-request",
+                "malformed HTTP request (a POST needs a body with a Content-Length header; with "
+                "curl, -d '' sends an empty one)");
     else
-      SendError(res, res.status, "bad-request", fmt::format("HTTP {}", res.status));
+      SendError(res, res.status, "http-error", fmt::format("HTTP status {}", res.status));
   });
   server.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
@@ -577,14 +593,6 @@ void RunServe(const ServeOptions& o) {
     return SetExitCode(kExitFailure);
   }
 
-  // SIGINT/SIGTERM are taken by one thread with sigwait (blocked everywhere else, including the
-  // HTTP workers started below), which then stops the server: no work in a signal handler.
-  ::signal(SIGPIPE, SIG_IGN);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::atomic<bool> done{false};
   std::thread waiter([&] {
     int signal_number = 0;

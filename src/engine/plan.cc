@@ -4,9 +4,11 @@
 #include "base/sensitive_memory.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 
 namespace mlcapsule::engine {
 
@@ -52,26 +54,46 @@ const Attribute* PlanNode::FindAttr(std::string_view attr_name) const {
 AlignedBuffer::AlignedBuffer(size_t size) { Resize(size); }
 
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
-    : data_(other.data_), size_(other.size_), capacity_(other.capacity_) {
-  other.data_ = nullptr;
-  other.size_ = 0;
-  other.capacity_ = 0;
-}
+    : base_(std::exchange(other.base_, nullptr)),
+      allocation_bytes_(std::exchange(other.allocation_bytes_, 0)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)) {}
 
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
   if (this != &other) {
-    ReleaseSensitive(data_, capacity_);
-    data_ = other.data_;
-    size_ = other.size_;
-    capacity_ = other.capacity_;
-    other.data_ = nullptr;
-    other.size_ = 0;
-    other.capacity_ = 0;
+    ReleaseSensitive(base_, allocation_bytes_);
+    base_ = std::exchange(other.base_, nullptr);
+    allocation_bytes_ = std::exchange(other.allocation_bytes_, 0);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    capacity_ = std::exchange(other.capacity_, 0);
   }
   return *this;
 }
 
-AlignedBuffer::~AlignedBuffer() { ReleaseSensitive(data_, capacity_); }
+AlignedBuffer::~AlignedBuffer() { ReleaseSensitive(base_, allocation_bytes_); }
+
+AlignedBuffer AlignedBuffer::AdoptSensitive(uint8_t* base, size_t allocation_bytes, size_t offset,
+                                            size_t size) {
+  assert(offset + size <= allocation_bytes);
+  assert(reinterpret_cast<uintptr_t>(base + offset) % 64 == 0);
+  AlignedBuffer buffer;
+  buffer.base_ = base;
+  buffer.allocation_bytes_ = allocation_bytes;
+  buffer.data_ = base + offset;
+  buffer.size_ = size;
+  buffer.capacity_ = size;
+  return buffer;
+}
+
+uint8_t* AlignedBuffer::ReleaseAllocation(size_t* allocation_bytes) {
+  *allocation_bytes = std::exchange(allocation_bytes_, 0);
+  data_ = nullptr;
+  size_ = 0;
+  capacity_ = 0;
+  return std::exchange(base_, nullptr);
+}
 
 void AlignedBuffer::Reserve(size_t capacity) {
   if (capacity <= capacity_) return;
@@ -80,7 +102,9 @@ void AlignedBuffer::Reserve(size_t capacity) {
   // it with memfd_secret). AllocateSensitive aborts on failure; the caller bounded `capacity`.
   auto* fresh = static_cast<uint8_t*>(AllocateSensitive(rounded == 0 ? 64 : rounded));
   if (data_ != nullptr && size_ > 0) std::memcpy(fresh, data_, size_);
-  ReleaseSensitive(data_, capacity_);
+  ReleaseSensitive(base_, allocation_bytes_);
+  base_ = fresh;
+  allocation_bytes_ = rounded == 0 ? 64 : rounded;
   data_ = fresh;
   capacity_ = rounded;
 }

@@ -171,7 +171,18 @@ class AlignedBuffer {
   // Makes room for `capacity` bytes so later Resize calls up to it do not copy.
   void Reserve(size_t capacity);
 
+  // Takes over an allocation made by AllocateSensitive(allocation_bytes) (base/sensitive_memory.h)
+  // and exposes [offset, offset + size) of it; `base + offset` must be 64-byte aligned. Lets the
+  // trusted core keep a decrypted plan's weights where they were decrypted, without a copy.
+  static AlignedBuffer AdoptSensitive(uint8_t* base, size_t allocation_bytes, size_t offset,
+                                      size_t size);
+  // Gives up the allocation (for AdoptSensitive elsewhere): returns its base and size, leaves
+  // this buffer empty.
+  uint8_t* ReleaseAllocation(size_t* allocation_bytes);
+
  private:
+  uint8_t* base_ = nullptr;  // the allocation (data_ may point into it)
+  size_t allocation_bytes_ = 0;
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
   size_t capacity_ = 0;
@@ -207,6 +218,8 @@ inline constexpr uint64_t kMaxConstantBytes = uint64_t{8} << 30;
 std::string SerializePlan(const Plan& plan);
 // Parses the byte format; checks structure, bounds and internal references, not semantics.
 Result<Plan> ParsePlan(std::span<const uint8_t> bytes);
+// Same, but the plan's constants stay in `bytes` (no copy): the plan takes the buffer over.
+Result<Plan> ParsePlan(AlignedBuffer bytes);
 // Semantic validation: every op known, attribute names allowed, input/output counts, tensor
 // indices in range, topological order, shapes equal to what shape inference derives.
 Status ValidatePlan(const Plan& plan);

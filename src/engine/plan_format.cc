@@ -152,7 +152,20 @@ std::string SerializePlan(const Plan& plan) {
   return std::move(w.out());
 }
 
-Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
+namespace {
+// `adopt`, when given, is the buffer `bytes` views: its constants are taken over instead of copied.
+Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt);
+}  // namespace
+
+Result<Plan> ParsePlan(std::span<const uint8_t> bytes) { return ParsePlanImpl(bytes, nullptr); }
+
+Result<Plan> ParsePlan(AlignedBuffer bytes) {
+  std::span<const uint8_t> view(bytes.data(), bytes.size());
+  return ParsePlanImpl(view, &bytes);
+}
+
+namespace {
+Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt) {
   Reader r(bytes);
   char magic[8];
   MLC_RETURN_IF_ERROR(r.Bytes(magic, sizeof(magic), "magic"));
@@ -258,8 +271,18 @@ Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
   if (constants_size > kMaxConstantBytes || constants_size > r.remaining())
     return DataLoss("constants size {} exceeds the {} bytes left in the plan", constants_size,
                     r.remaining());
-  plan.constants.Resize(static_cast<size_t>(constants_size));
-  MLC_RETURN_IF_ERROR(r.Bytes(plan.constants.data(), constants_size, "constants"));
+  if (adopt != nullptr && reinterpret_cast<uintptr_t>(bytes.data() + r.pos()) % 64 == 0) {
+    const size_t offset = r.pos();
+    MLC_RETURN_IF_ERROR(r.Skip(constants_size));
+    size_t allocation_bytes = 0;
+    uint8_t* base = adopt->ReleaseAllocation(&allocation_bytes);
+    const size_t base_offset = static_cast<size_t>(bytes.data() - base) + offset;
+    plan.constants = AlignedBuffer::AdoptSensitive(base, allocation_bytes, base_offset,
+                                                   static_cast<size_t>(constants_size));
+  } else {
+    plan.constants.Resize(static_cast<size_t>(constants_size));
+    MLC_RETURN_IF_ERROR(r.Bytes(plan.constants.data(), constants_size, "constants"));
+  }
   char end[8];
   MLC_RETURN_IF_ERROR(r.Bytes(end, sizeof(end), "end marker"));
   if (std::memcmp(end, kEndMagic, sizeof(kEndMagic)) != 0)
@@ -268,6 +291,7 @@ Result<Plan> ParsePlan(std::span<const uint8_t> bytes) {
     return InvalidArgument("{} unexpected bytes after the plan's end", r.remaining());
   return plan;
 }
+}  // namespace
 
 Status ValidatePlan(const Plan& plan) {
   const size_t tensor_count = plan.tensors.size();

@@ -117,5 +117,26 @@ TEST(PlanFormatTest, ValidationNamesTheProblem) {
   EXPECT_NE(s.message().find("bogus"), std::string::npos);
 }
 
+TEST(PlanFormatTest, ParseAdoptingTheBufferKeepsConstantsInPlace) {
+  Plan original = testing::SmallConvNet();
+  std::string bytes = SerializePlan(original);
+  AlignedBuffer buffer(bytes.size());
+  std::memcpy(buffer.data(), bytes.data(), bytes.size());
+  const uint8_t* start = buffer.data();
+  auto plan = ParsePlan(std::move(buffer));
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->constants.size(), original.constants.size());
+  EXPECT_EQ(
+      std::memcmp(plan->constants.data(), original.constants.data(), original.constants.size()), 0);
+  // No copy: the constants are where they were in the buffer.
+  EXPECT_GE(plan->constants.data(), start);
+  EXPECT_LT(plan->constants.data(), start + bytes.size());
+  EXPECT_TRUE(ValidatePlan(*plan).ok());
+  // A truncated buffer is still refused.
+  AlignedBuffer cut(bytes.size() - 3);
+  std::memcpy(cut.data(), bytes.data(), cut.size());
+  EXPECT_FALSE(ParsePlan(std::move(cut)).ok());
+}
+
 }  // namespace
 }  // namespace mlcapsule::engine

@@ -102,8 +102,7 @@ Result<std::unique_ptr<Client>> Client::OpenWithChannel(std::span<const uint8_t>
   const std::filesystem::path dir(options.state_dir);
   const std::string lock_path = (dir / kLockFile).string();
   client->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (client->lock_fd_ < 0)
-    return IoError("cannot open {}: {}", lock_path, std::strerror(errno));
+  if (client->lock_fd_ < 0) return IoError("cannot open {}: {}", lock_path, std::strerror(errno));
   if (::flock(client->lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return FailedPrecondition("the state directory {} is in use by another process",
                               options.state_dir);
@@ -144,8 +143,8 @@ Client::~Client() {
 Status Client::StoreSealed(const std::vector<uint8_t>& sealed) {
   if (sealed.empty()) return Status::Ok();
   const std::string path = (std::filesystem::path(options_.state_dir) / kSealedStateFile).string();
-  return WriteFile(path, std::string_view(reinterpret_cast<const char*>(sealed.data()),
-                                          sealed.size()));
+  return WriteFile(path,
+                   std::string_view(reinterpret_cast<const char*>(sealed.data()), sealed.size()));
 }
 
 Status Client::CallCore(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply) {

@@ -65,15 +65,15 @@ class Client {
 
   const CoreInfo& info() const { return info_; }
   const capsule::CapsuleHeader& header() const { return header_; }
-  std::string DescribeBackend() const { return channel_->Describe(); }
+  std::string DescribeBackend() const { return channel_ ? channel_->Describe() : "closed"; }
 
   // The request the provider (or license server) answers with a lease. With attach_report the
   // latest signed usage report travels with it (renewals).
-  Result<std::vector<uint8_t>> MakeEvidenceRequest(const capsule::Nonce& nonce,
-                                                   bool attach_report);
+  Result<std::vector<uint8_t>> MakeEvidenceRequest(const capsule::Nonce& nonce, bool attach_report);
   Status InstallLease(std::span<const uint8_t> lease);
   Status Infer(std::span<const engine::TensorView> inputs, std::vector<engine::Tensor>* outputs);
-  Status Infer(const std::vector<engine::TensorView>& inputs, std::vector<engine::Tensor>* outputs) {
+  Status Infer(const std::vector<engine::TensorView>& inputs,
+               std::vector<engine::Tensor>* outputs) {
     return Infer(std::span<const engine::TensorView>(inputs), outputs);
   }
   Result<std::vector<uint8_t>> UsageReport();

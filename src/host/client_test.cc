@@ -75,7 +75,8 @@ class ClientTest : public ::testing::Test {
     return t;
   }
 
-  static Status InferOnce(Client& client, int64_t batch = 1, std::vector<engine::Tensor>* out = nullptr) {
+  static Status InferOnce(Client& client, int64_t batch = 1,
+                          std::vector<engine::Tensor>* out = nullptr) {
     engine::Tensor x = Input(batch, 0.5f);
     std::vector<engine::Tensor> outputs;
     Status s = client.Infer({x.View()}, &outputs);
@@ -89,9 +90,10 @@ class ClientTest : public ::testing::Test {
     return {bytes->begin(), bytes->end()};
   }
   void WriteSealed(const std::string& state, const std::vector<uint8_t>& bytes) {
-    ASSERT_TRUE(WriteFile((fs::path(state) / kSealedStateFile).string(),
-                          std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()))
-                    .ok());
+    ASSERT_TRUE(
+        WriteFile((fs::path(state) / kSealedStateFile).string(),
+                  std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()))
+            .ok());
   }
 
   fs::path dir_;
@@ -119,7 +121,8 @@ TEST_F(ClientTest, LicensedCoreAnswersLikeThePlainEngineAndRestartsOffline) {
     ASSERT_EQ(out.size(), 1u);
     ASSERT_EQ(out[0].dims, (engine::Dims{3, 4}));
     // The reference: the plain engine on the same plan, then softmax (the policy says logits).
-    auto session = engine::Session::Create(testing::ClassifierPlan(testing::DefaultClassifierWeights()));
+    auto session =
+        engine::Session::Create(testing::ClassifierPlan(testing::DefaultClassifierWeights()));
     ASSERT_TRUE(session.ok());
     engine::Tensor x = Input(3, 0.5f);
     std::vector<engine::Tensor> ref;
@@ -166,8 +169,8 @@ TEST_F(ClientTest, UsageReportIsSignedAndRenewalContinuesTheChain) {
   EXPECT_EQ(report->from_count, 0u);
   EXPECT_EQ(report->to_count, 4u);
   EXPECT_EQ(report->core_signing_key, parsed->core_signing_key);
-  EXPECT_EQ(report->from_head, capsule::ChainGenesis(provider_->header.capsule_id,
-                                                     parsed->core_signing_key));
+  EXPECT_EQ(report->from_head,
+            capsule::ChainGenesis(provider_->header.capsule_id, parsed->core_signing_key));
   auto lease = provider_->Lease(*request, 10);
   ASSERT_TRUE(lease.ok()) << lease.status().ToString();
   ASSERT_TRUE(client->InstallLease(*lease).ok());
@@ -276,6 +279,27 @@ TEST_F(ClientTest, RestoredOlderSealedStateIsRefused) {
   ASSERT_TRUE(rolled.ok()) << rolled.status().ToString();
   EXPECT_EQ((*rolled)->info().queries_used, 0u);
   EXPECT_LE((*rolled)->info().query_quota, 100u);
+}
+
+TEST_F(ClientTest, KilledCoreIsChargedForItsWholeReservedBlock) {
+  const std::string state = State();
+  std::vector<uint8_t> at_crash;
+  uint64_t counter_at_crash = 0;
+  {
+    auto client = Licensed(state, 100);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(InferOnce(*client).ok());
+    // What a host that kills the core now would have on disk: the seal made before query 1,
+    // which reserved queries 1..11 (seal_every is 10).
+    at_crash = ReadSealed(state);
+    counter_at_crash = platform_.counter();
+    ASSERT_TRUE(client->Close().ok());
+  }
+  WriteSealed(state, at_crash);
+  platform_.set_counter(counter_at_crash);
+  auto reopened = Open(state);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ((*reopened)->info().queries_used, 11u);  // 3 answered + 8 reserved, all charged
+  EXPECT_EQ((*reopened)->info().total_queries, 11u);
 }
 
 TEST_F(ClientTest, SameSealedStateCannotBeOpenedTwice) {

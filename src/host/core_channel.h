@@ -19,7 +19,8 @@ namespace mlcapsule::host {
 class CoreChannel {
  public:
   virtual ~CoreChannel() = default;
-  virtual Status Call(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply) = 0;
+  virtual Status Call(trusted::Call call, std::span<const uint8_t> input,
+                      trusted::Reply* reply) = 0;
   // "software (pid 1234, memfd_secret)" / "in-process (INSECURE, tests only)".
   virtual std::string Describe() const = 0;
 };

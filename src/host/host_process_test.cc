@@ -13,7 +13,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/bytes.h"
 #include "base/file_util.h"
+#include "base/sensitive_memory.h"
 #include "capsule/licensing.h"
 #include "capsule/messages.h"
 #include "host/client.h"
@@ -97,7 +99,8 @@ size_t ScanFiles(const fs::path& dir, const std::vector<uint8_t>& masked, std::s
     if (!entry.is_regular_file()) continue;
     auto bytes = ReadFile(entry.path().string(), uint64_t{1} << 30);
     if (!bytes.ok()) continue;
-    size_t n = CountUnmasked(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), masked);
+    size_t n =
+        CountUnmasked(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), masked);
     if (n) *where += entry.path().string() + " ";
     found += n;
   }
@@ -131,14 +134,15 @@ TEST_F(HostProcessTest, NoPlaintextWeightLeavesTheTrustedProcess) {
     std::vector<uint8_t> plain(masked);
     for (uint8_t& b : plain) b ^= kMask;
     std::memcpy(weights.data(), plain.data(), plain.size());
-    testing::TestProvider provider = testing::TestProvider::Make(
-        testing::ClassifierPlan(weights), testing::kDefaultTestPolicy, 4096);
-    Status a = WriteFile(capsule_path.string(),
-                         std::string_view(reinterpret_cast<const char*>(provider.packed.bytes.data()),
-                                          provider.packed.bytes.size()));
+    testing::TestProvider provider = testing::TestProvider::Make(testing::ClassifierPlan(weights),
+                                                                 testing::kDefaultTestPolicy, 4096);
+    Status a =
+        WriteFile(capsule_path.string(),
+                  std::string_view(reinterpret_cast<const char*>(provider.packed.bytes.data()),
+                                   provider.packed.bytes.size()));
     Status b = capsule::WriteKeyPair(dir_.string(), "provider", provider.key);
-    Status c = capsule::WriteCapsuleKeyFile(capsule_path.string() + ".key",
-                                            provider.packed.capsule_id, provider.packed.capsule_key);
+    Status c = capsule::WriteCapsuleKeyFile(
+        capsule_path.string() + ".key", provider.packed.capsule_id, provider.packed.capsule_key);
     ::_exit(a.ok() && b.ok() && c.ok() ? 0 : 1);
   }
   int wstatus = 0;
@@ -174,7 +178,8 @@ TEST_F(HostProcessTest, NoPlaintextWeightLeavesTheTrustedProcess) {
     ASSERT_TRUE((*client)->InstallLease(*lease).ok());
     for (int i = 0; i < 20; ++i) {
       engine::Tensor x = engine::Tensor::Make(engine::DType::kFloat32, {2, 8});
-      for (int64_t k = 0; k < x.NumElements(); ++k) x.Data<float>()[k] = 0.1f * static_cast<float>(k + i);
+      for (int64_t k = 0; k < x.NumElements(); ++k)
+        x.Data<float>()[k] = 0.1f * static_cast<float>(k + i);
       std::vector<engine::Tensor> out;
       ASSERT_TRUE((*client)->Infer({x.View()}, &out).ok());
       ASSERT_EQ(out[0].dims, (engine::Dims{2, 4}));
@@ -202,9 +207,9 @@ TEST_F(HostProcessTest, CoreProcessIsConfinedAndNonDumpable) {
   testing::TestProvider provider = testing::TestProvider::Make(
       testing::ClassifierPlan(testing::DefaultClassifierWeights()), testing::kDefaultTestPolicy);
   const fs::path capsule_path = dir_ / "m.capsule";
-  ASSERT_TRUE(WriteFile(capsule_path.string(),
-                        std::string_view(reinterpret_cast<const char*>(provider.packed.bytes.data()),
-                                         provider.packed.bytes.size()))
+  ASSERT_TRUE(WriteFile(capsule_path.string(), std::string_view(reinterpret_cast<const char*>(
+                                                                    provider.packed.bytes.data()),
+                                                                provider.packed.bytes.size()))
                   .ok());
   ClientOptions options;
   options.state_dir = (dir_ / "state").string();

@@ -27,15 +27,16 @@ engine::Plan ClassifierPlan(std::span<const float> weights) {
   in.type = {engine::DType::kFloat32, {n, {kClassifierInputs, false}}};
   in.kind = engine::TensorKind::kInput;
   p.tensors.push_back(in);
-  int32_t w = p.AddConstant("fc_w", engine::DType::kFloat32,
-                            engine::FixedShape(std::vector<int64_t>{kClassifierClasses,
-                                                                    kClassifierInputs}),
-                            weights.data());
+  int32_t w =
+      p.AddConstant("fc_w", engine::DType::kFloat32,
+                    engine::FixedShape(std::vector<int64_t>{kClassifierClasses, kClassifierInputs}),
+                    weights.data());
   std::vector<float> bias(kClassifierClasses);
-  for (int i = 0; i < kClassifierClasses; ++i) bias[static_cast<size_t>(i)] = 0.01f * static_cast<float>(i);
-  int32_t b = p.AddConstant("fc_b", engine::DType::kFloat32,
-                            engine::FixedShape(std::vector<int64_t>{kClassifierClasses}),
-                            bias.data());
+  for (int i = 0; i < kClassifierClasses; ++i)
+    bias[static_cast<size_t>(i)] = 0.01f * static_cast<float>(i);
+  int32_t b =
+      p.AddConstant("fc_b", engine::DType::kFloat32,
+                    engine::FixedShape(std::vector<int64_t>{kClassifierClasses}), bias.data());
   engine::PlanTensor out;
   out.name = "logits";
   out.type = {engine::DType::kFloat32, {n, {kClassifierClasses, false}}};

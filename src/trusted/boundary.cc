@@ -20,12 +20,24 @@ Status Boundary::Call(trusted::Call call, std::span<const uint8_t> input, Reply*
                            input.size(), MaxInputBytes(call));
   Status status;
   switch (call) {
-    case Call::kOpen: status = core_->Open(input, reply); break;
-    case Call::kEvidence: status = core_->Evidence(input, reply); break;
-    case Call::kInstallLease: status = core_->InstallLease(input, reply); break;
-    case Call::kInfer: status = core_->Infer(input, reply); break;
-    case Call::kUsageReport: status = core_->UsageReport(input, reply); break;
-    case Call::kClose: status = core_->Close(reply); break;
+    case Call::kOpen:
+      status = core_->Open(input, reply);
+      break;
+    case Call::kEvidence:
+      status = core_->Evidence(input, reply);
+      break;
+    case Call::kInstallLease:
+      status = core_->InstallLease(input, reply);
+      break;
+    case Call::kInfer:
+      status = core_->Infer(input, reply);
+      break;
+    case Call::kUsageReport:
+      status = core_->UsageReport(input, reply);
+      break;
+    case Call::kClose:
+      status = core_->Close(reply);
+      break;
   }
   if (!status.ok()) reply->output.clear();  // an error carries its message only
   return status;

@@ -49,12 +49,18 @@ inline constexpr uint32_t kMaxCall = 6;
 
 inline const char* CallName(Call call) {
   switch (call) {
-    case Call::kOpen: return "open";
-    case Call::kEvidence: return "evidence";
-    case Call::kInstallLease: return "install-lease";
-    case Call::kInfer: return "infer";
-    case Call::kUsageReport: return "usage-report";
-    case Call::kClose: return "close";
+    case Call::kOpen:
+      return "open";
+    case Call::kEvidence:
+      return "evidence";
+    case Call::kInstallLease:
+      return "install-lease";
+    case Call::kInfer:
+      return "infer";
+    case Call::kUsageReport:
+      return "usage-report";
+    case Call::kClose:
+      return "close";
   }
   return "unknown";
 }
@@ -69,12 +75,18 @@ inline constexpr uint64_t kMaxInferInputBytes = uint64_t{1} << 32;
 // The input limit of `call`; 0 for calls that take no input.
 inline uint64_t MaxInputBytes(Call call) {
   switch (call) {
-    case Call::kOpen: return kMaxOpenInputBytes;
-    case Call::kEvidence: return kMaxEvidenceInputBytes;
-    case Call::kInstallLease: return kMaxLeaseInputBytes;
-    case Call::kInfer: return kMaxInferInputBytes;
-    case Call::kUsageReport: return 0;
-    case Call::kClose: return 0;
+    case Call::kOpen:
+      return kMaxOpenInputBytes;
+    case Call::kEvidence:
+      return kMaxEvidenceInputBytes;
+    case Call::kInstallLease:
+      return kMaxLeaseInputBytes;
+    case Call::kInfer:
+      return kMaxInferInputBytes;
+    case Call::kUsageReport:
+      return 0;
+    case Call::kClose:
+      return 0;
   }
   return 0;
 }

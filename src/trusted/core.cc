@@ -214,6 +214,7 @@ Status Core::RestoreSealed(std::span<const uint8_t> sealed) {
   }
   MLC_RETURN_IF_ERROR(s.Pod(&total_count_, "total count"));
   MLC_RETURN_IF_ERROR(s.Bytes(head_.data(), head_.size(), "chain head"));
+  MLC_RETURN_IF_ERROR(s.Pod(&reserved_until_, "reserved until"));
   MLC_RETURN_IF_ERROR(s.Pod(&report_sequence_, "report sequence"));
   MLC_RETURN_IF_ERROR(s.Pod(&last_time_, "last time"));
   uint8_t history_count = 0;
@@ -232,6 +233,16 @@ Status Core::RestoreSealed(std::span<const uint8_t> sealed) {
     MLC_RETURN_IF_ERROR(s.Str(&a.detail, capsule::kMaxAlertDetailBytes, "alert detail"));
   }
   MLC_RETURN_IF_ERROR(s.ExpectEnd());
+  if (reserved_until_ < total_count_)
+    return DataLoss("sealed state: reserved count {} is below the count {}", reserved_until_,
+                    total_count_);
+  if (reserved_until_ > total_count_) {
+    // The previous run ended without its closing seal (killed, crashed): the block it had
+    // reserved is charged in full, and the chain records the charge.
+    const uint64_t charged = reserved_until_ - total_count_;
+    total_count_ = reserved_until_;
+    head_ = ExtendChain(head_, total_count_, charged, last_time_);
+  }
   identity_ = std::move(identity);
   if (has_lease == 1) {
     // The sealed lease is checked again as if new: the capsule may pin other signers now.
@@ -256,6 +267,7 @@ Status Core::Seal(Reply* reply) {
   }
   s.Pod<uint64_t>(total_count_);
   s.Bytes(head_);
+  s.Pod<uint64_t>(reserved_until_);
   s.Pod<uint64_t>(report_sequence_);
   s.Pod<int64_t>(last_time_);
   s.Pod<uint8_t>(static_cast<uint8_t>(history_.size()));
@@ -283,7 +295,7 @@ Status Core::Seal(Reply* reply) {
   std::vector<uint8_t> ciphertext = capsule::AeadEncrypt(sealing_key, plain.span(), w.span());
   w.Blob(ciphertext);
   reply->sealed_state.assign(w.span().begin(), w.span().end());
-  sealed_at_count_ = total_count_;
+  dirty_ = false;
   return Status::Ok();
 }
 
@@ -303,6 +315,7 @@ Status Core::Evidence(std::span<const uint8_t> input, Reply* reply) {
     // A fresh core identity: its keys never leave the core, and the usage chain starts here.
     identity_ = Identity{capsule::GenerateBoxKeyPair(), capsule::GenerateSigningKeyPair()};
     total_count_ = 0;
+    reserved_until_ = 0;
     head_ = capsule::ChainGenesis(capsule_->header.capsule_id, identity_->signing.public_key);
     history_ = {ChainPoint{0, head_}};
     changed = true;
@@ -313,11 +326,9 @@ Status Core::Evidence(std::span<const uint8_t> input, Reply* reply) {
   request.core_box_key = identity_->box.public_key;
   request.core_signing_key = identity_->signing.public_key;
   request.evidence_type = platform_->evidence_type();
-  MLC_ASSIGN_OR_RETURN(
-      request.evidence,
-      platform_->Evidence(capsule::ComputeReportData(nonce, request.capsule_id,
-                                                     request.core_box_key,
-                                                     request.core_signing_key)));
+  MLC_ASSIGN_OR_RETURN(request.evidence, platform_->Evidence(capsule::ComputeReportData(
+                                             nonce, request.capsule_id, request.core_box_key,
+                                             request.core_signing_key)));
   if (attach_report == 1 && lease_) {
     request.usage_report = MakeUsageReport();
     changed = true;
@@ -404,8 +415,13 @@ Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
     if (capsule_bytes_.empty())
       return InternalError("the capsule's ciphertext is no longer held by the core");
     MLC_ASSIGN_OR_RETURN(SecretBytes plan_bytes, capsule::DecryptPlan(*capsule_, capsule_key));
-    MLC_ASSIGN_OR_RETURN(engine::Plan plan, engine::ParsePlan(plan_bytes.span()));
-    plan_bytes = SecretBytes();  // the weights now live only in the plan's sensitive buffer
+    // The plan keeps its weights where they were decrypted (sensitive memory, no second copy:
+    // in the software TEE every fresh memfd_secret page costs a TLB shootdown).
+    const size_t plan_size = plan_bytes.size();
+    size_t allocation_bytes = 0;
+    uint8_t* base = plan_bytes.ReleaseAllocation(&allocation_bytes);
+    MLC_ASSIGN_OR_RETURN(engine::Plan plan, engine::ParsePlan(engine::AlignedBuffer::AdoptSensitive(
+                                                base, allocation_bytes, 0, plan_size)));
     if (PlanIo(plan, plan.inputs) != capsule_->header.inputs ||
         PlanIo(plan, plan.outputs) != capsule_->header.outputs)
       return DataLoss("the decrypted plan's inputs/outputs differ from the capsule header's");
@@ -426,8 +442,9 @@ Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
 Status Core::Infer(std::span<const uint8_t> input, Reply* reply) {
   MLC_RETURN_IF_ERROR(RequireOpen("infer"));
   if (!lease_ || !session_)
-    return FailedPrecondition("infer: no lease is installed (make an evidence request, get a "
-                              "lease from the provider and install it)");
+    return FailedPrecondition(
+        "infer: no lease is installed (make an evidence request, get a "
+        "lease from the provider and install it)");
   MLC_ASSIGN_OR_RETURN(std::vector<engine::TensorView> inputs, capsule::ParseTensorList(input));
   const engine::Plan& plan = session_->plan();
   if (inputs.size() != plan.inputs.size())
@@ -451,8 +468,15 @@ Status Core::Infer(std::span<const uint8_t> input, Reply* reply) {
         used, b.query_quota, batch);
   const int64_t now = Now();
   MLC_RETURN_IF_ERROR(CheckLeaseTime(now));
-  total_count_ += static_cast<uint64_t>(batch);
+  const uint64_t next = total_count_ + static_cast<uint64_t>(batch);
+  if (next > reserved_until_) {
+    // Charge the next block before answering (see reserved_until_).
+    reserved_until_ = std::min(next + policy_.lease.seal_every, b.chain_base_count + b.query_quota);
+    MLC_RETURN_IF_ERROR(Seal(reply));
+  }
+  total_count_ = next;
   head_ = ExtendChain(head_, total_count_, static_cast<uint64_t>(batch), now);
+  dirty_ = true;
 
   MLC_RETURN_IF_ERROR(session_->Run(inputs, &model_outputs_));
   MLC_RETURN_IF_ERROR(defense::ApplyOutputPolicy(
@@ -465,7 +489,6 @@ Status Core::Infer(std::span<const uint8_t> input, Reply* reply) {
   encoded.reserve(capsule::TensorListBytes(views));
   capsule::AppendTensorList(views, &encoded);
   reply->output.assign(encoded.begin(), encoded.end());
-  if (total_count_ - sealed_at_count_ >= policy_.lease.seal_every) MLC_RETURN_IF_ERROR(Seal(reply));
   return Status::Ok();
 }
 
@@ -492,7 +515,8 @@ std::vector<uint8_t> Core::MakeUsageReport() {
 
 Status Core::UsageReport(std::span<const uint8_t> input, Reply* reply) {
   MLC_RETURN_IF_ERROR(RequireOpen("usage report"));
-  if (!input.empty()) return InvalidArgument("usage report: takes no input ({} bytes given)", input.size());
+  if (!input.empty())
+    return InvalidArgument("usage report: takes no input ({} bytes given)", input.size());
   if (!lease_) return FailedPrecondition("usage report: no lease is installed, nothing to report");
   reply->output = MakeUsageReport();
   return Seal(reply);
@@ -500,14 +524,18 @@ Status Core::UsageReport(std::span<const uint8_t> input, Reply* reply) {
 
 Status Core::Close(Reply* reply) {
   Status sealed = Status::Ok();
-  if (capsule_ && identity_ && total_count_ != sealed_at_count_) sealed = Seal(reply);
+  if (capsule_ && identity_ && (dirty_ || reserved_until_ != total_count_)) {
+    reserved_until_ = total_count_;  // an orderly close returns the unused reservation
+    sealed = Seal(reply);
+  }
   WipeAll();
   return sealed;
 }
 
 std::vector<uint8_t> Core::CoreInfo() const {
   ByteWriter w;
-  w.Pod<uint8_t>(static_cast<uint8_t>(lease_ && session_ ? CoreState::kReady : CoreState::kNeedsLease));
+  w.Pod<uint8_t>(
+      static_cast<uint8_t>(lease_ && session_ ? CoreState::kReady : CoreState::kNeedsLease));
   w.Bytes(capsule_->header.capsule_id);
   w.Str(lease_ ? lease_->body.license_id : "");
   w.Pod<uint64_t>(lease_ ? total_count_ - lease_->body.chain_base_count : 0);

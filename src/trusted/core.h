@@ -31,7 +31,8 @@ namespace mlcapsule::trusted {
 //                   before it; plaintext = state)
 //   state        := box_secret:u8[32] box_public:u8[32] signing_secret:u8[64]
 //                   has_lease:u8 [lease:blob capsule_key:u8[32]]
-//                   total_count:u64 head:u8[32] report_sequence:u64 last_time:i64
+//                   total_count:u64 head:u8[32] reserved_until:u64 report_sequence:u64
+//                   last_time:i64
 //                   history_count:u8 (<= 8) (count:u64 head:u8[32]){history_count}
 //                   alert_count:u16 (<= 256) alert{alert_count}
 inline constexpr char kSealedMagic[8] = {'M', 'L', 'C', 'S', 'E', 'A', 'L', '1'};
@@ -91,8 +92,11 @@ class Core {
   int64_t last_time_ = 0;
   std::vector<ChainPoint> history_;
   std::vector<capsule::Alert> alerts_;
-  // Run time.
-  uint64_t sealed_at_count_ = 0;
+  // Queries are charged ahead in blocks of policy seal_every: before answering past this count the
+  // core seals a state that already counts the whole block, so a host that kills the core and
+  // restarts from the last seal pays for the block instead of getting it free.
+  uint64_t reserved_until_ = 0;
+  bool dirty_ = false;  // state changed since the last seal
   std::unique_ptr<engine::Session> session_;
   std::vector<engine::Tensor> model_outputs_, client_tensors_;  // reused across queries
 };

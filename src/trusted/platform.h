@@ -33,7 +33,7 @@ class Platform {
   // Cryptographically secure random bytes.
   virtual Status Random(std::span<uint8_t> out) = 0;
   // TEE evidence whose user data is `report_data` (for the software backend: its measurement
-  // and the report data, unsigned; docs/tee-backends.md says what that is worth).
+  // and the report data, unsigned; docs/core-protocol.md says what that is worth).
   virtual Result<std::vector<uint8_t>> Evidence(const capsule::ReportData& report_data) = 0;
   // A 32-byte key that only this TEE (same measurement, same machine) can derive again.
   virtual Result<capsule::SecretBytes> SealingKey() = 0;

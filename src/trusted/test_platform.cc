@@ -1,8 +1,8 @@
 // In-memory test platform (test_platform.h). Not a TEE.
 #include "trusted/test_platform.h"
 
-#include <ctime>
 #include <cstring>
+#include <ctime>
 
 namespace mlcapsule::trusted {
 

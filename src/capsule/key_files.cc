@@ -1,0 +1,215 @@
+// Provider key files and capsule key files (formats in messages.h and docs/capsule-format.md).
+// Provider-side only: the trusted core never reads files. Secret files are created 0600 without
+// ever replacing an existing file, read only when no group or other permission bit is set, and
+// their text passes through sensitive memory, never through std::string.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include "base/bytes.h"
+#include "base/file_util.h"
+#include "capsule/messages.h"
+
+namespace mlcapsule::capsule {
+namespace {
+
+constexpr std::string_view kSecretKeyMagic = "MLCKEY1\n";
+constexpr std::string_view kPublicKeyMagic = "MLCPUB1\n";
+constexpr std::string_view kCapsuleKeyMagic = "MLCCKEY1\n";
+// Larger than any valid key file; bounds the read of a hostile path.
+constexpr size_t kMaxKeyFileBytes = 1024;
+
+Status PermissionDenied(std::string message) {
+  return Status(StatusCode::kPermissionDenied, std::move(message));
+}
+
+// Creates `path` with `mode`, refusing to replace anything already there, and writes `bytes`.
+// A partly written file is removed.
+Status CreateNewFile(const std::string& path, std::span<const uint8_t> bytes, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) {
+    if (errno == EEXIST)
+      return FailedPrecondition(
+          "refusing to overwrite '{}': it already exists (move it away "
+          "first; it may hold a key that is still in use)",
+          path);
+    return IoError("cannot create '{}': {}", path, std::strerror(errno));
+  }
+  // The umask may have cleared bits of `mode` but never adds any; fchmod makes the mode exact.
+  int err = ::fchmod(fd, mode) == 0 ? 0 : errno;
+  size_t done = 0;
+  while (err == 0 && done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) {
+    ::unlink(path.c_str());
+    return IoError("cannot write '{}': {}", path, std::strerror(err));
+  }
+  return Status::Ok();
+}
+
+// Reads a secret file into sensitive memory after checking that only its owner can read it.
+Result<SecretBytes> ReadSecretFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return IoError("cannot open '{}': {}", path, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return IoError("'{}' is not a regular file", path);
+  }
+  // Checked on the open descriptor, so the file cannot be swapped between check and read.
+  if ((st.st_mode & 077) != 0) {
+    ::close(fd);
+    return PermissionDenied(fmt::format(
+        "refusing to read secret key file '{}': its mode {:04o} lets group or others read it; "
+        "run 'chmod 600 {}' (and consider the key exposed if others could read it)",
+        path, st.st_mode & 07777, path));
+  }
+  if (static_cast<uint64_t>(st.st_size) > kMaxKeyFileBytes) {
+    ::close(fd);
+    return InvalidArgument("'{}' is {} bytes, too large for a key file (at most {})", path,
+                           static_cast<uint64_t>(st.st_size), kMaxKeyFileBytes);
+  }
+  SecretBytes data(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::read(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      return IoError("cannot read '{}': {}", path, n < 0 ? std::strerror(err) : "short read");
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return data;
+}
+
+// Writes the hex digits of `bytes` and a newline at `out` (room for 2 * size + 1 bytes); returns
+// the end. sodium_bin2hex runs in time independent of the values, and its terminating NUL lands
+// where the newline goes.
+uint8_t* PutHexLine(std::span<const uint8_t> bytes, uint8_t* out) {
+  sodium_bin2hex(reinterpret_cast<char*>(out), 2 * bytes.size() + 1, bytes.data(), bytes.size());
+  out[2 * bytes.size()] = '\n';
+  return out + 2 * bytes.size() + 1;
+}
+
+std::string_view AsText(std::span<const uint8_t> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// Splits "MAGIC" line1 "\n" line2 "\n" ... into exactly `lines.size()` lines after the magic.
+Status SplitKeyFile(std::string_view text, std::string_view magic, std::string_view path,
+                    std::span<std::string_view> lines) {
+  std::string_view expected_magic = magic.substr(0, magic.size() - 1);
+  if (text.substr(0, magic.size()) != magic)
+    return InvalidArgument("'{}' is not a {} file: it does not start with \"{}\"", path,
+                           expected_magic, expected_magic);
+  text.remove_prefix(magic.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    size_t end = text.find('\n');
+    if (end == std::string_view::npos)
+      return InvalidArgument("'{}' is truncated: line {} has no end", path, i + 2);
+    lines[i] = text.substr(0, end);
+    text.remove_prefix(end + 1);
+  }
+  if (!text.empty())
+    return InvalidArgument("'{}' has {} unexpected bytes after its last line", path, text.size());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status WriteKeyPair(const std::string& directory, const std::string& stem,
+                    const SigningKeyPair& pair) {
+  if (pair.secret.size() != kSigningSecretBytes)
+    return InvalidArgument("Ed25519 secret key is {} bytes, expected {}", pair.secret.size(),
+                           kSigningSecretBytes);
+  const std::string secret_path = directory + "/" + stem + ".key";
+  const std::string public_path = directory + "/" + stem + ".pub";
+  // Both are checked first so that an existing public key is not left paired with a new secret.
+  for (const std::string& path : {secret_path, public_path}) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0)
+      return FailedPrecondition("refusing to overwrite '{}': it already exists", path);
+  }
+
+  // The secret's hex text is itself secret: it is built in sensitive memory.
+  SecretBytes text(kSecretKeyMagic.size() + 2 * kSigningSecretBytes + 1);
+  std::memcpy(text.data(), kSecretKeyMagic.data(), kSecretKeyMagic.size());
+  uint8_t* end = PutHexLine(pair.secret.span(), text.data() + kSecretKeyMagic.size());
+  assert(end == text.data() + text.size());
+  (void)end;
+  MLC_RETURN_IF_ERROR(CreateNewFile(secret_path, text.span(), 0600));
+
+  std::string public_text = std::string(kPublicKeyMagic) + ToHex(pair.public_key) + "\n";
+  Status written = CreateNewFile(public_path, AsBytes(public_text), 0644);
+  if (!written.ok()) {
+    ::unlink(secret_path.c_str());
+    return written;
+  }
+  return Status::Ok();
+}
+
+Result<SigningKeyPair> ReadSecretKeyFile(const std::string& path) {
+  MLC_ASSIGN_OR_RETURN(SecretBytes data, ReadSecretFile(path));
+  std::string_view lines[1];
+  MLC_RETURN_IF_ERROR(SplitKeyFile(AsText(data.span()), kSecretKeyMagic, path, lines));
+  SecretBytes secret(kSigningSecretBytes);
+  MLC_RETURN_IF_ERROR(FromHex(lines[0], secret.span(), fmt::format("secret key in '{}'", path)));
+  Result<SigningKeyPair> pair = SigningKeyPairFromSecret(secret.span());
+  if (!pair.ok()) return pair.status().WithContext(path);
+  return pair;
+}
+
+Result<PublicKey> ReadPublicKeyFile(const std::string& path) {
+  MLC_ASSIGN_OR_RETURN(std::string text, ReadFile(path, kMaxKeyFileBytes));
+  std::string_view lines[1];
+  MLC_RETURN_IF_ERROR(SplitKeyFile(text, kPublicKeyMagic, path, lines));
+  PublicKey key{};
+  MLC_RETURN_IF_ERROR(FromHex(lines[0], key, fmt::format("public key in '{}'", path)));
+  return key;
+}
+
+Status WriteCapsuleKeyFile(const std::string& path, const CapsuleId& id, const SecretBytes& key) {
+  if (key.size() != kSymmetricKeyBytes)
+    return InvalidArgument("capsule key is {} bytes, expected {}", key.size(), kSymmetricKeyBytes);
+  SecretBytes text(kCapsuleKeyMagic.size() + 2 * id.size() + 1 + 2 * kSymmetricKeyBytes + 1);
+  std::memcpy(text.data(), kCapsuleKeyMagic.data(), kCapsuleKeyMagic.size());
+  uint8_t* end = PutHexLine(id, text.data() + kCapsuleKeyMagic.size());
+  end = PutHexLine(key.span(), end);
+  assert(end == text.data() + text.size());
+  (void)end;
+  return CreateNewFile(path, text.span(), 0600);
+}
+
+Result<SecretBytes> ReadCapsuleKeyFile(const std::string& path, const CapsuleId& expected_id) {
+  MLC_ASSIGN_OR_RETURN(SecretBytes data, ReadSecretFile(path));
+  std::string_view lines[2];
+  MLC_RETURN_IF_ERROR(SplitKeyFile(AsText(data.span()), kCapsuleKeyMagic, path, lines));
+  CapsuleId id{};
+  MLC_RETURN_IF_ERROR(FromHex(lines[0], id, fmt::format("capsule id in '{}'", path)));
+  if (id != expected_id)
+    return InvalidArgument("'{}' holds the key of capsule {}, not of capsule {}", path,
+                           CapsuleIdHex(id), CapsuleIdHex(expected_id));
+  SecretBytes key(kSymmetricKeyBytes);
+  MLC_RETURN_IF_ERROR(FromHex(lines[1], key.span(), fmt::format("capsule key in '{}'", path)));
+  return key;
+}
+
+}  // namespace mlcapsule::capsule
