@@ -373,6 +373,11 @@ Result<CapsuleView> ParseCapsule(std::span<const uint8_t> bytes) {
 
 Result<CapsuleView> ParseAndVerifyCapsule(std::span<const uint8_t> bytes) {
   MLC_ASSIGN_OR_RETURN(CapsuleView view, ParseCapsule(bytes));
+  MLC_RETURN_IF_ERROR(VerifyCapsuleSignature(bytes, view));
+  return view;
+}
+
+Status VerifyCapsuleSignature(std::span<const uint8_t> bytes, const CapsuleView& view) {
   // One pass over header and ciphertext (they are contiguous: everything before the signature).
   Hasher64 hasher;
   hasher.Update(bytes.first(bytes.size() - view.signature.size()));
@@ -384,7 +389,7 @@ Result<CapsuleView> ParseAndVerifyCapsule(std::span<const uint8_t> bytes) {
                               "the file was modified after signing",
                               CapsuleIdHex(view.header.capsule_id),
                               ToHex(std::span(view.header.provider_key).first(4))));
-  return view;
+  return Status::Ok();
 }
 
 Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& capsule_key) {

@@ -110,6 +110,11 @@ Result<PackedCapsule> PackCapsule(const PackInput& input, const SigningKeyPair& 
 Result<CapsuleView> ParseCapsule(std::span<const uint8_t> bytes);
 // ParseCapsule + the provider signature over header and ciphertext.
 Result<CapsuleView> ParseAndVerifyCapsule(std::span<const uint8_t> bytes);
+// The signature check alone, for a `view` that ParseCapsule made from `bytes` (lets a caller
+// verify on one thread while it starts decrypting on another; nothing may be used or released
+// before it returns OK).
+[[nodiscard]] Status VerifyCapsuleSignature(std::span<const uint8_t> bytes,
+                                            const CapsuleView& view);
 // Decrypts the plan into sensitive memory and checks its digest. The capsule must have been
 // verified. Errors name the failing chunk (tampered, reordered, truncated).
 Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& capsule_key);

@@ -1,6 +1,8 @@
 // Framing of the host <-> mlcapsule-core socket (see core_frame.h and docs/core-protocol.md).
 #include "capsule/core_frame.h"
 
+#include <chrono>
+
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -22,11 +24,33 @@ static_assert(std::endian::native == std::endian::little, "frames are little-end
 // One read(2) is capped by the kernel at about 2 GiB anyway.
 constexpr size_t kMaxChunkBytes = size_t{1} << 30;
 
+// How long a reader polls the socket before it blocks. A blocked reader is woken through the
+// scheduler, which costs tens of microseconds on a virtual machine; small models answer faster
+// than that, so both ends poll briefly first (the host for the answer, the core for the next
+// query). Longer waits block and cost no CPU.
+constexpr auto kPollBudget = std::chrono::microseconds(250);
+
+// Non-blocking read attempts until data arrives or the poll budget is spent. Returns the read's
+// result, or -1 with errno EAGAIN when the budget ran out.
+ssize_t PollRead(int fd, uint8_t* data, size_t size) {
+  const auto deadline = std::chrono::steady_clock::now() + kPollBudget;
+  for (;;) {
+    ssize_t n = recv(fd, data, size, MSG_DONTWAIT);
+    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
 // Reads up to `size` bytes; *done < size afterwards means the peer closed the stream.
 Status ReadFull(int fd, uint8_t* data, size_t size, size_t* done) {
   *done = 0;
   while (*done < size) {
-    ssize_t n = read(fd, data + *done, std::min(size - *done, kMaxChunkBytes));
+    const size_t want = std::min(size - *done, kMaxChunkBytes);
+    ssize_t n = PollRead(fd, data + *done, want);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) n = read(fd, data + *done, want);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return IoError("core socket read failed: {}", std::strerror(errno));
     if (n == 0) return Status::Ok();

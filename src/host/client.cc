@@ -63,31 +63,87 @@ Result<CoreInfo> ParseCoreInfo(std::span<const uint8_t> bytes) {
   return info;
 }
 
+namespace {
+
+// The kOpen message is capsule_length:u64 capsule sealed_state:blob32 threads:u32 (boundary.h).
+// It is built around the capsule's bytes so a large capsule is not copied once more.
+constexpr size_t kOpenPrefix = sizeof(uint64_t);
+constexpr size_t kOpenSuffixReserve = 4 + trusted::kMaxSealedStateBytes + 4;
+
+Result<std::string> ReadCapsuleIntoOpenMessage(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return IoError("cannot open {}: {}", path, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return IoError("{} is not a regular file", path);
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > kMaxCapsuleFileBytes) {
+    ::close(fd);
+    return InvalidArgument("{} has {} bytes, over the capsule limit {}", path, size,
+                           kMaxCapsuleFileBytes);
+  }
+  std::string message;
+  message.reserve(kOpenPrefix + size + kOpenSuffixReserve);
+  message.resize(kOpenPrefix + size);
+  std::memcpy(message.data(), &size, sizeof(size));
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::read(fd, message.data() + kOpenPrefix + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      return IoError("reading {} failed at byte {}: {}", path, done,
+                     n == 0 ? "unexpected end of file" : std::strerror(errno));
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  return message;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Client>> Client::Open(const std::string& capsule_path,
                                              const ClientOptions& options) {
   if (options.backend != Backend::kSoftware)
     return InvalidArgument(
         "Client::Open starts the software TEE only; the in-process backend must be built "
         "explicitly with OpenWithChannel (tests only)");
-  MLC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(capsule_path, kMaxCapsuleFileBytes));
   if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
   std::error_code ec;
   std::filesystem::create_directories(options.state_dir, ec);
   if (ec)
     return IoError("cannot create the state directory {}: {}", options.state_dir, ec.message());
+  // Start the core first: its start-up overlaps with reading the capsule.
   ProcessChannelOptions process;
   process.core_binary = options.core_binary;
   process.state_dir = options.state_dir;
   MLC_ASSIGN_OR_RETURN(std::unique_ptr<CoreChannel> channel, StartProcessChannel(process));
-  return OpenWithChannel(AsBytes(bytes), options, std::move(channel));
+  MLC_ASSIGN_OR_RETURN(std::string message, ReadCapsuleIntoOpenMessage(capsule_path));
+  return OpenMessage(std::move(message), options, std::move(channel));
 }
 
 Result<std::unique_ptr<Client>> Client::OpenWithChannel(std::span<const uint8_t> capsule_bytes,
                                                         const ClientOptions& options,
                                                         std::unique_ptr<CoreChannel> channel) {
+  std::string message;
+  message.reserve(kOpenPrefix + capsule_bytes.size() + kOpenSuffixReserve);
+  const uint64_t size = capsule_bytes.size();
+  message.append(reinterpret_cast<const char*>(&size), sizeof(size));
+  message.append(reinterpret_cast<const char*>(capsule_bytes.data()), capsule_bytes.size());
+  return OpenMessage(std::move(message), options, std::move(channel));
+}
+
+Result<std::unique_ptr<Client>> Client::OpenMessage(std::string message,
+                                                    const ClientOptions& options,
+                                                    std::unique_ptr<CoreChannel> channel) {
   if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
   if (options.threads < 1 || options.threads > 256)
     return InvalidArgument("threads {} is out of range 1..256", options.threads);
+  const std::span<const uint8_t> capsule_bytes =
+      AsBytes(std::string_view(message).substr(kOpenPrefix));
   // The header is public: parse it here too, for the host's own checks and messages.
   MLC_ASSIGN_OR_RETURN(capsule::CapsuleView view, capsule::ParseCapsule(capsule_bytes));
   std::unique_ptr<Client> client(new Client());
@@ -124,13 +180,13 @@ Result<std::unique_ptr<Client>> Client::OpenWithChannel(std::span<const uint8_t>
   if (std::filesystem::exists(sealed_path)) {
     MLC_ASSIGN_OR_RETURN(sealed, ReadFile(sealed_path, trusted::kMaxSealedStateBytes));
   }
-  ByteWriter w;
-  w.Pod<uint64_t>(capsule_bytes.size());
-  w.Bytes(capsule_bytes);
-  w.Str(sealed);
-  w.Pod<uint32_t>(static_cast<uint32_t>(options.threads));
+  const uint32_t sealed_size = static_cast<uint32_t>(sealed.size());
+  const uint32_t threads = static_cast<uint32_t>(options.threads);
+  message.append(reinterpret_cast<const char*>(&sealed_size), sizeof(sealed_size));
+  message.append(sealed);
+  message.append(reinterpret_cast<const char*>(&threads), sizeof(threads));
   trusted::Reply reply;
-  MLC_RETURN_IF_ERROR(client->CallCore(trusted::Call::kOpen, w.span(), &reply));
+  MLC_RETURN_IF_ERROR(client->CallCore(trusted::Call::kOpen, AsBytes(message), &reply));
   MLC_ASSIGN_OR_RETURN(client->info_, ParseCoreInfo(reply.output));
   return client;
 }
@@ -180,7 +236,17 @@ Status Client::Infer(std::span<const engine::TensorView> inputs,
   trusted::Reply reply;
   MLC_RETURN_IF_ERROR(CallCore(trusted::Call::kInfer, AsBytes(encode_buffer_), &reply));
   MLC_ASSIGN_OR_RETURN(*outputs, capsule::ParseTensorListCopy(reply.output));
-  int64_t batch = inputs.empty() || inputs[0].dims.empty() ? 1 : inputs[0].dims[0];
+  // The host's copy of the count (the core enforces the real one): the batch size is the first
+  // batch-scaled dimension of the first input divided by its multiple.
+  int64_t batch = 1;
+  if (!inputs.empty() && !header_.inputs.empty()) {
+    const auto& dims = header_.inputs[0].dims;
+    for (size_t i = 0; i < dims.size() && i < inputs[0].dims.size(); ++i)
+      if (dims[i].batch && dims[i].value > 0) {
+        batch = inputs[0].dims[i] / dims[i].value;
+        break;
+      }
+  }
   info_.total_queries += static_cast<uint64_t>(batch);
   info_.queries_used += static_cast<uint64_t>(batch);
   return Status::Ok();

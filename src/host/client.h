@@ -82,6 +82,10 @@ class Client {
 
  private:
   Client() = default;
+  // `message` holds the kOpen payload up to and including the capsule (boundary.h).
+  static Result<std::unique_ptr<Client>> OpenMessage(std::string message,
+                                                     const ClientOptions& options,
+                                                     std::unique_ptr<CoreChannel> channel);
   Status CallCore(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply);
   Status StoreSealed(const std::vector<uint8_t>& sealed);
 

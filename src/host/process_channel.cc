@@ -240,7 +240,12 @@ Result<std::unique_ptr<CoreChannel>> StartProcessChannel(const ProcessChannelOpt
   posix_spawnattr_setsigmask(&attributes, &signals);
   sigfillset(&signals);
   posix_spawnattr_setsigdefault(&attributes, &signals);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Its own process group: a Ctrl-C at the terminal goes to the host, which then closes the core
+  // in order (sealing its state); the core must not die first. If the host dies, the core sees
+  // the socket close and exits.
+  posix_spawnattr_setpgroup(&attributes, 0);
+  posix_spawnattr_setflags(&attributes,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
   // An empty environment: DNNL_*/OMP_*/LD_* settings of the host do not reach the core.
   std::string state_dir = options.state_dir;

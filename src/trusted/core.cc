@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 
 #include "base/bytes.h"
 #include "base/sensitive_memory.h"
@@ -114,43 +115,51 @@ Status Core::Open(std::span<const uint8_t> input, Reply* reply) {
 
   // The bytes are kept (the ciphertext is needed until a lease arrives); parse the copy.
   capsule_bytes_.assign(capsule_view.begin(), capsule_view.end());
-  auto parsed = capsule::ParseAndVerifyCapsule(capsule_bytes_);
+  auto parsed = capsule::ParseCapsule(capsule_bytes_);
   if (!parsed.ok()) {
     capsule_bytes_.clear();
     return parsed.status().WithContext("open");
   }
-  auto policy = capsule::ParsePolicy(parsed->header.policy_json);
-  if (!policy.ok()) {
-    capsule_bytes_.clear();
-    return policy.status().WithContext("open: capsule policy");
+  // The provider signature is checked on a second thread while this one restores the sealed
+  // state and decrypts the plan. Nothing leaves the core, and no counter moves, before it has
+  // verified: every exit below waits for it, and a bad signature wipes everything.
+  const capsule::CapsuleView to_verify = *parsed;
+  std::future<Status> signature = std::async(std::launch::async, [this, &to_verify] {
+    return capsule::VerifyCapsuleSignature(capsule_bytes_, to_verify);
+  });
+  Status opened = OpenVerifiedLater(std::move(parsed).value(), sealed);
+  Status verified = signature.get();  // capsule_bytes_ stays untouched until here
+  if (!verified.ok()) {
+    WipeAll();
+    return verified.WithContext("open");
   }
-  auto client_io = defense::OutputPolicyIo(policy->output, parsed->header.outputs);
-  if (!client_io.ok()) {
-    capsule_bytes_.clear();
-    return client_io.status().WithContext("open: capsule policy");
+  if (!opened.ok()) {
+    WipeAll();
+    return opened;
   }
-  policy_ = std::move(policy).value();
-  client_outputs_ = std::move(client_io).value();
-  std::vector<std::string> output_names;
-  for (const capsule::IoTensor& t : parsed->header.outputs) output_names.push_back(t.name);
-  auto selected = defense::FindPolicyOutput(policy_.output, output_names);
-  if (!selected.ok()) {
-    capsule_bytes_.clear();
-    return selected.status().WithContext("open: capsule policy");
-  }
-  policy_output_index_ = *selected;
-  capsule_ = std::move(parsed).value();
-
+  ReleaseCiphertextIfLoaded();
   if (!sealed.empty()) {
-    Status restored = RestoreSealed(sealed);
-    if (!restored.ok()) {
-      WipeAll();
-      return restored.WithContext("open");
-    }
     // Reseal at once under a new counter value, so this blob cannot be opened a second time.
     MLC_RETURN_IF_ERROR(Seal(reply));
   }
   reply->output = CoreInfo();
+  return Status::Ok();
+}
+
+Status Core::OpenVerifiedLater(capsule::CapsuleView view, std::span<const uint8_t> sealed) {
+  auto policy = capsule::ParsePolicy(view.header.policy_json);
+  if (!policy.ok()) return policy.status().WithContext("open: capsule policy");
+  auto client_io = defense::OutputPolicyIo(policy->output, view.header.outputs);
+  if (!client_io.ok()) return client_io.status().WithContext("open: capsule policy");
+  std::vector<std::string> output_names;
+  for (const capsule::IoTensor& t : view.header.outputs) output_names.push_back(t.name);
+  auto selected = defense::FindPolicyOutput(policy->output, output_names);
+  if (!selected.ok()) return selected.status().WithContext("open: capsule policy");
+  policy_ = std::move(policy).value();
+  client_outputs_ = std::move(client_io).value();
+  policy_output_index_ = *selected;
+  capsule_ = std::move(view);
+  if (!sealed.empty()) MLC_RETURN_IF_ERROR(RestoreSealed(sealed).WithContext("open"));
   return Status::Ok();
 }
 
@@ -401,6 +410,7 @@ Status Core::InstallLease(std::span<const uint8_t> input, Reply* reply) {
     return activated.WithContext("install lease");
   }
   lease_bytes_ = std::move(lease_bytes);
+  ReleaseCiphertextIfLoaded();
   // Alerts up to the acknowledged point were reported; drop them.
   std::erase_if(alerts_, [&](const capsule::Alert& a) {
     return a.at_count <= lease_->body.chain_base_count;
@@ -428,15 +438,18 @@ Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
     engine::SessionOptions options;
     options.threads = threads_;
     MLC_ASSIGN_OR_RETURN(session_, engine::Session::Create(std::move(plan), options));
-    // The ciphertext is no longer needed.
-    capsule_->ciphertext = {};
-    capsule_->header_region = {};
-    capsule_bytes_.clear();
-    capsule_bytes_.shrink_to_fit();
   }
   lease_ = std::move(lease);
   capsule_key_ = std::move(capsule_key);
   return Status::Ok();
+}
+
+void Core::ReleaseCiphertextIfLoaded() {
+  if (!session_ || capsule_bytes_.empty()) return;
+  capsule_->ciphertext = {};
+  capsule_->header_region = {};
+  capsule_bytes_.clear();
+  capsule_bytes_.shrink_to_fit();
 }
 
 Status Core::Infer(std::span<const uint8_t> input, Reply* reply) {

@@ -64,9 +64,13 @@ class Core {
   };
 
   Status RequireOpen(const char* call) const;
+  // Open's work after parsing, done while the capsule signature is verified on another thread.
+  Status OpenVerifiedLater(capsule::CapsuleView view, std::span<const uint8_t> sealed);
   Status RestoreSealed(std::span<const uint8_t> sealed);
   Status Seal(Reply* reply);
   Status ActivateLease(capsule::Lease lease, capsule::SecretBytes capsule_key);
+  // Drops the capsule's ciphertext once the plan is loaded (not before the signature check).
+  void ReleaseCiphertextIfLoaded();
   Status CheckLeaseTime(int64_t now) const;
   int64_t Now();
   std::vector<uint8_t> MakeUsageReport();

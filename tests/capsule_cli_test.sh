@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The capsule commands end to end, through the real software TEE (mlcapsule-core): keygen (key
+# file permissions), pack, verify (intact / tampered / truncated), inspect (header and policy, no
+# weights), air-gapped licensing (lease request / issue / install), run (same answer as the plain
+# engine), usage reports, quota exhaustion, replayed lease, restored older sealed state.
+set -uo pipefail
+BIN="$1"; DATA="$2"; SRC="$3"
+M="$DATA/test_softmax_axis_1"
+if [[ ! -d "$M" ]]; then echo "SKIP: $DATA is absent"; exit 77; fi
+if [[ ! -x "$(dirname "$BIN")/mlcapsule-core" ]]; then echo "SKIP: mlcapsule-core is not built"; exit 77; fi
+T="$(mktemp -d)"; trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; [[ -f "$T/err" ]] && cat "$T/err"; exit 1; }
+expect_exit() { local want="$1"; shift; "$@" >"$T/out" 2>"$T/err"; local got=$?; [[ $got -eq $want ]] || fail "exit $got, expected $want: $*"; }
+
+# keygen: the secret key is 0600; a readable copy is refused by pack.
+expect_exit 0 "$BIN" keygen --out "$T/keys"
+[[ "$(stat -c %a "$T/keys/provider.key")" == 600 ]] || fail "provider.key must be mode 0600"
+expect_exit 1 "$BIN" keygen --out "$T/keys"  # never overwrites a key
+cp "$T/keys/provider.key" "$T/loose.key"; chmod 644 "$T/loose.key"
+expect_exit 1 "$BIN" pack "$M/model.onnx" --key "$T/loose.key" --policy "$SRC/examples/policies/probabilities.json" --out "$T/x.capsule"
+grep -q "chmod 600" "$T/err" || fail "the loose key error should say chmod 600"
+
+# pack with an invalid policy: the error names the field.
+echo '{"version":1,"tee":{"accept":["software"]},"output":{"mode":"probabilities","kk":1}}' > "$T/bad.json"
+expect_exit 1 "$BIN" pack "$M/model.onnx" --key "$T/keys/provider.key" --policy "$T/bad.json" --out "$T/x.capsule"
+grep -q "output.kk" "$T/err" || fail "policy error must name output.kk"
+
+cat > "$T/policy.json" <<'JSON'
+{"version":1,"tee":{"accept":["software"]},"lease":{"max_queries":1000,"max_days":30,"seal_every":2},
+ "output":{"mode":"probabilities"}}
+JSON
+expect_exit 0 "$BIN" pack "$M/model.onnx" --key "$T/keys/provider.key" --policy "$T/policy.json" --out "$T/m.capsule"
+[[ "$(stat -c %a "$T/m.capsule.key")" == 600 ]] || fail "capsule key file must be mode 0600"
+
+# verify: exit 0 only if intact.
+expect_exit 0 "$BIN" verify "$T/m.capsule"
+cp "$T/m.capsule" "$T/tampered.capsule"
+size=$(stat -c %s "$T/m.capsule")
+printf '\x55' | dd of="$T/tampered.capsule" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+expect_exit 1 "$BIN" verify "$T/tampered.capsule"
+grep -q "signature" "$T/err" || fail "tampered capsule error must mention the signature"
+head -c $((size - 10)) "$T/m.capsule" > "$T/short.capsule"
+expect_exit 1 "$BIN" verify "$T/short.capsule"
+
+# inspect: JSON header and policy; the capsule key never appears.
+expect_exit 0 "$BIN" inspect "$T/m.capsule"
+/usr/bin/python3 -c "import json,sys; d=json.load(open('$T/out')); assert d['signature_valid'] and d['policy']['output']['mode']=='probabilities'" || fail "inspect JSON"
+key_hex=$(sed -n 3p "$T/m.capsule.key")
+grep -q "$key_hex" "$T/out" && fail "inspect printed the capsule key"
+
+# Air-gapped licensing.
+S="$T/state"
+expect_exit 1 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
+grep -q "no lease" "$T/err" || fail "run without a lease must say so"
+expect_exit 0 "$BIN" lease request "$T/m.capsule" --state "$S" --out "$T/req.bin"
+expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.capsule" --request "$T/req.bin" \
+  --license-id acme --queries 3 --days 1 --out "$T/lease.bin"
+expect_exit 1 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.capsule" --request "$T/req.bin" \
+  --license-id acme --queries 5000 --days 1 --out "$T/too-big.bin"   # over lease.max_queries
+expect_exit 0 "$BIN" lease install "$T/m.capsule" --state "$S" "$T/lease.bin"
+grep -q '"state":"ready"' "$T/out" || fail "lease install must leave the core ready"
+expect_exit 1 "$BIN" lease install "$T/m.capsule" --state "$S" "$T/lease.bin"
+grep -q "replayed" "$T/err" || fail "a replayed lease must be refused as such"
+
+# run answers exactly what the plain engine answers (policy: probabilities, no softmax added).
+expect_exit 0 "$BIN" infer "$M/model.onnx" -i "$M/test_data_set_0/input_0.pb" -o "$T/plain.npy"
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb" -o "$T/guarded.npy"
+cmp -s "$T/plain.npy" "$T/guarded.npy" || fail "guarded and plain outputs differ"
+cp "$S/sealed-state.bin" "$T/older-state.bin"
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
+expect_exit 1 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
+grep -q "quota exhausted" "$T/err" || fail "the fourth query must exhaust the quota of 3"
+
+# usage report, then a renewal carries it to the provider.
+expect_exit 0 "$BIN" usage "$T/m.capsule" --state "$S" --out "$T/usage.bin"
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); assert d['to_count']==3 and d['from_count']==0, d" || fail "usage report counts"
+expect_exit 0 "$BIN" lease request "$T/m.capsule" --state "$S" --out "$T/req2.bin"
+expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.capsule" --request "$T/req2.bin" \
+  --license-id acme --queries 10 --days 1 --out "$T/lease2.bin"
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); assert d['usage_report']['queries_billed']==3, d" || fail "renewal bills the report"
+expect_exit 0 "$BIN" lease install "$T/m.capsule" --state "$S" "$T/lease2.bin"
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
+
+# A restored older sealed state is refused (the core's counter has moved on).
+cp "$T/older-state.bin" "$S/sealed-state.bin"
+expect_exit 1 "$BIN" lease status "$T/m.capsule" --state "$S"
+grep -q "rollback" "$T/err" || fail "a restored older state must be refused as a rollback"
+
+# A state directory belongs to one capsule.
+expect_exit 0 "$BIN" pack "$M/model.onnx" --key "$T/keys/provider.key" --policy "$T/policy.json" --out "$T/other.capsule"
+expect_exit 1 "$BIN" lease status "$T/other.capsule" --state "$S"
+grep -q "one directory per capsule" "$T/err" || fail "state directory reuse message"
+echo "capsule CLI: all checks passed"
