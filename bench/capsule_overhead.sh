@@ -4,7 +4,7 @@
 #   - per-query overhead: `mlcapsule bench M.capsule --baseline zoo/M/model.onnx` times the whole
 #     guarded path (host -> socket -> mlcapsule-core under seccomp with memfd_secret weights ->
 #     quota, counter, chain, engine, output policy -> back) and the plain engine on the same
-#     inputs, interleaved call by call;
+#     inputs, alternating in blocks of a tenth of the iterations;
 #   - open time: opening a licensed capsule (spawn the core, verify the signature, decrypt, load)
 #     against loading the same model's plan (read, parse, validate, set up kernels).
 #

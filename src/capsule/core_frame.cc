@@ -44,12 +44,17 @@ ssize_t PollRead(int fd, uint8_t* data, size_t size) {
   }
 }
 
-// Reads up to `size` bytes; *done < size afterwards means the peer closed the stream.
-Status ReadFull(int fd, uint8_t* data, size_t size, size_t* done) {
+// Reads up to `size` bytes; *done < size afterwards means the peer closed the stream. With
+// `poll_first` (a frame header: the wait for the peer) the first read polls before it blocks;
+// the rest of a frame is read blocking, because polling while a large payload streams in
+// contends with the writer on the socket and slows the transfer down several times.
+Status ReadFull(int fd, uint8_t* data, size_t size, size_t* done, bool poll_first = false) {
   *done = 0;
   while (*done < size) {
     const size_t want = std::min(size - *done, kMaxChunkBytes);
-    ssize_t n = PollRead(fd, data + *done, want);
+    ssize_t n = -1;
+    errno = EAGAIN;
+    if (poll_first && *done == 0) n = PollRead(fd, data, want);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) n = read(fd, data + *done, want);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return IoError("core socket read failed: {}", std::strerror(errno));
@@ -145,7 +150,7 @@ Status ReadRequest(int fd, std::span<const uint64_t> max_payload_bytes, CoreRequ
   *end_of_stream = false;
   uint8_t header[kRequestHeaderBytes];
   size_t done = 0;
-  MLC_RETURN_IF_ERROR(ReadFull(fd, header, sizeof(header), &done));
+  MLC_RETURN_IF_ERROR(ReadFull(fd, header, sizeof(header), &done, /*poll_first=*/true));
   if (done == 0) {
     *end_of_stream = true;
     return Status::Ok();
@@ -208,7 +213,7 @@ Status ReadReply(int fd, CoreReply* reply, bool* peer_closed) {
   if (peer_closed != nullptr) *peer_closed = false;
   uint8_t header[kReplyHeaderBytes];
   size_t done = 0;
-  MLC_RETURN_IF_ERROR(ReadFull(fd, header, sizeof(header), &done));
+  MLC_RETURN_IF_ERROR(ReadFull(fd, header, sizeof(header), &done, /*poll_first=*/true));
   if (done < sizeof(header)) {
     if (peer_closed != nullptr) *peer_closed = true;
     return DataLoss("core socket closed before a reply (reply header: {} of {} bytes)", done,
