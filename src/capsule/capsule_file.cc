@@ -7,8 +7,11 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <ctime>
+#include <system_error>
+#include <thread>
 
 #include "base/bytes.h"
 #include "engine/tensor.h"
@@ -392,6 +395,49 @@ Status VerifyCapsuleSignature(std::span<const uint8_t> bytes, const CapsuleView&
   return Status::Ok();
 }
 
+namespace {
+
+// Writes one byte of every page of [data, data + size) on its own thread, publishing how far it
+// got; WaitFor blocks (spinning, then yielding) until a prefix is touched. Without a thread (the
+// system refused one) WaitFor touches the pages itself. The destructor joins.
+class PageToucher {
+ public:
+  PageToucher(uint8_t* data, size_t size) : data_(data), size_(size) {
+    try {
+      thread_ = std::thread([this] {
+        for (size_t at = 0; at < size_; at += kPage) {
+          data_[at] = 0;
+          if ((at / kPage) % 16 == 15) done_.store(at + kPage, std::memory_order_release);
+        }
+        done_.store(size_, std::memory_order_release);
+      });
+    } catch (const std::system_error&) {
+      // No second thread: WaitFor touches the pages on the caller's thread.
+    }
+  }
+  ~PageToucher() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void WaitFor(size_t end) {
+    if (!thread_.joinable()) {
+      for (size_t at = own_; at < end; at += kPage) data_[at] = 0;
+      own_ = std::max(own_, end);
+      return;
+    }
+    while (done_.load(std::memory_order_acquire) < end) std::this_thread::yield();
+  }
+
+ private:
+  static constexpr size_t kPage = 4096;
+  uint8_t* data_;
+  size_t size_;
+  size_t own_ = 0;
+  std::atomic<size_t> done_{0};
+  std::thread thread_;
+};
+
+}  // namespace
+
 Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& capsule_key) {
   const CapsuleHeader& header = capsule.header;
   if (capsule_key.size() != kSymmetricKeyBytes)
@@ -410,7 +456,12 @@ Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& c
                                                       capsule_key.data()) != 0)
     return DataLoss("capsule stream header is invalid");
 
-  SecretBytes plan(static_cast<size_t>(header.plan_bytes));
+  SecretBytes plan(static_cast<size_t>(header.plan_bytes), SecretBytes::kUninitialized);
+  // First touches of fresh sensitive pages are slow inside the software TEE (each memfd_secret
+  // page is removed from the kernel's direct map, with a TLB flush on every CPU: ~25 us a page on
+  // this project's VM). A second thread touches the pages ahead of the decryption, so the cipher
+  // work overlaps the page faults instead of following them.
+  PageToucher toucher(plan.data(), plan.size());
   Hasher32 plan_hash;
   size_t in = 0;
   size_t out = 0;
@@ -418,6 +469,7 @@ Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& c
     const size_t length = static_cast<size_t>(
         std::min<uint64_t>(header.chunk_bytes, header.plan_bytes - uint64_t{out}));
     const size_t sealed = length + kStreamOverhead;
+    toucher.WaitFor(out + length);
     unsigned long long written = 0;
     unsigned char tag = 0;
     if (crypto_secretstream_xchacha20poly1305_pull(

@@ -54,6 +54,11 @@ SecretBytes::SecretBytes(size_t size) : size_(size), capacity_(size) {
   std::memset(data_, 0, size);
 }
 
+SecretBytes::SecretBytes(size_t size, UninitializedTag) : size_(size), capacity_(size) {
+  if (size == 0) return;
+  data_ = static_cast<uint8_t*>(AllocateSensitive(size));
+}
+
 SecretBytes::SecretBytes(const uint8_t* data, size_t size) : SecretBytes(size) {
   if (size > 0) std::memcpy(data_, data, size);
 }

@@ -37,6 +37,9 @@ class SecretBytes {
  public:
   SecretBytes() = default;
   explicit SecretBytes(size_t size);  // zero-filled
+  enum UninitializedTag { kUninitialized };
+  // Not zeroed (the caller overwrites every byte; fresh pages are not touched here).
+  SecretBytes(size_t size, UninitializedTag);
   SecretBytes(const uint8_t* data, size_t size);
   SecretBytes(SecretBytes&& other) noexcept;
   SecretBytes& operator=(SecretBytes&& other) noexcept;

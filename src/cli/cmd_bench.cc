@@ -304,9 +304,10 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("--state", options.state,
                   "Capsules: the state directory holding the core's lease (default MODEL.state)");
   cmd->add_option("--lease", options.lease, "Capsules: install this lease file first if needed");
-  cmd->add_option("--baseline", options.baseline,
-                  "Capsules: also time this .onnx/.plan on the plain engine (same inputs, alternating "
-                  "in blocks of iters/10) and report the guarded path's overhead");
+  cmd->add_option(
+      "--baseline", options.baseline,
+      "Capsules: also time this .onnx/.plan on the plain engine (same inputs, alternating "
+      "in blocks of iters/10) and report the guarded path's overhead");
   cmd->add_option("--core", options.core_binary,
                   "Capsules: the mlcapsule-core binary (default: beside this executable)");
   cmd->footer(
