@@ -108,9 +108,11 @@ struct iovec Part(const void* data, size_t size) {
 
 }  // namespace
 
-AlignedBytes::AlignedBytes(AlignedBytes&& other) noexcept : data_(other.data_), size_(other.size_) {
+AlignedBytes::AlignedBytes(AlignedBytes&& other) noexcept
+    : data_(other.data_), size_(other.size_), capacity_(other.capacity_) {
   other.data_ = nullptr;
   other.size_ = 0;
+  other.capacity_ = 0;
 }
 
 AlignedBytes& AlignedBytes::operator=(AlignedBytes&& other) noexcept {
@@ -118,8 +120,10 @@ AlignedBytes& AlignedBytes::operator=(AlignedBytes&& other) noexcept {
     std::free(data_);
     data_ = other.data_;
     size_ = other.size_;
+    capacity_ = other.capacity_;
     other.data_ = nullptr;
     other.size_ = 0;
+    other.capacity_ = 0;
   }
   return *this;
 }
@@ -127,15 +131,22 @@ AlignedBytes& AlignedBytes::operator=(AlignedBytes&& other) noexcept {
 AlignedBytes::~AlignedBytes() { std::free(data_); }
 
 Status AlignedBytes::Resize(uint64_t size) {
+  // Reuses the buffer when it is large enough: a stream of same-sized queries then allocates
+  // (and page-faults) nothing.
+  if (size <= capacity_) {
+    size_ = static_cast<size_t>(size);
+    return Status::Ok();
+  }
   std::free(data_);
   data_ = nullptr;
   size_ = 0;
-  if (size == 0) return Status::Ok();
+  capacity_ = 0;
   const uint64_t rounded = (size + 63) / 64 * 64;
   if (rounded < size || rounded > SIZE_MAX) return ResourceExhausted("{} bytes do not fit", size);
   data_ = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(rounded)));
   if (data_ == nullptr) return ResourceExhausted("cannot allocate {} bytes for a request", size);
   size_ = static_cast<size_t>(size);
+  capacity_ = static_cast<size_t>(rounded);
   return Status::Ok();
 }
 
@@ -179,13 +190,26 @@ Status ReadRequest(int fd, std::span<const uint64_t> max_payload_bytes, CoreRequ
 }
 
 Status WriteRequest(int fd, uint32_t call, std::span<const uint8_t> payload) {
+  const std::span<const uint8_t> pieces[1] = {payload};
+  return WriteRequestGather(fd, call, pieces);
+}
+
+Status WriteRequestGather(int fd, uint32_t call, std::span<const std::span<const uint8_t>> pieces) {
+  if (pieces.size() > kMaxRequestPieces)
+    return InvalidArgument("a request of {} pieces is over the limit {}", pieces.size(),
+                           kMaxRequestPieces);
   uint8_t header[kRequestHeaderBytes];
-  const uint64_t length = payload.size();
+  uint64_t length = 0;
+  for (auto piece : pieces) length += piece.size();
   std::memcpy(header, kRequestMagic, 4);
   std::memcpy(header + 4, &call, 4);
   std::memcpy(header + 8, &length, 8);
-  struct iovec parts[2] = {Part(header, sizeof(header)), Part(payload.data(), payload.size())};
-  return WriteVector(fd, parts, payload.empty() ? 1 : 2);
+  struct iovec parts[kMaxRequestPieces + 1];
+  int count = 0;
+  parts[count++] = Part(header, sizeof(header));
+  for (auto piece : pieces)
+    if (!piece.empty()) parts[count++] = Part(piece.data(), piece.size());
+  return WriteVector(fd, parts, count);
 }
 
 Status WriteReply(int fd, const Status& status, std::span<const uint8_t> output,

@@ -54,8 +54,10 @@ class AlignedBytes {
   AlignedBytes(const AlignedBytes&) = delete;
   AlignedBytes& operator=(const AlignedBytes&) = delete;
   ~AlignedBytes();
-  // Replaces the contents with `size` uninitialised bytes; fails when memory is short.
+  // Replaces the contents with `size` uninitialised bytes (reusing the buffer when it is large
+  // enough); fails when memory is short.
   Status Resize(uint64_t size);
+  size_t capacity() const { return capacity_; }
 
   uint8_t* data() { return data_; }
   const uint8_t* data() const { return data_; }
@@ -65,6 +67,7 @@ class AlignedBytes {
  private:
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  size_t capacity_ = 0;
 };
 
 struct CoreRequest {
@@ -87,6 +90,10 @@ void TuneCoreSocket(int fd);
 Status ReadRequest(int fd, std::span<const uint64_t> max_payload_bytes, CoreRequest* request,
                    bool* end_of_stream);
 Status WriteRequest(int fd, uint32_t call, std::span<const uint8_t> payload);
+// The payload as the concatenation of `pieces` (at most kMaxRequestPieces), written with one
+// gathered write and no copy (large tensors go straight from the caller's buffers).
+inline constexpr size_t kMaxRequestPieces = 256;
+Status WriteRequestGather(int fd, uint32_t call, std::span<const std::span<const uint8_t>> pieces);
 
 // Sends `status` (its message as output when it is an error; output and sealed are then ignored).
 Status WriteReply(int fd, const Status& status, std::span<const uint8_t> output,

@@ -30,6 +30,45 @@ size_t TensorListBytes(std::span<const engine::TensorView> tensors) {
   return size;
 }
 
+void TensorListPieces(std::span<const engine::TensorView> tensors, std::string* headers,
+                      std::vector<std::span<const uint8_t>>* pieces) {
+  assert(tensors.size() <= kMaxWireTensors);
+  headers->clear();
+  pieces->clear();
+  // First every non-data byte, remembering where each tensor's header ends (the string may move
+  // while it grows, so the spans are made afterwards).
+  std::vector<size_t> header_ends;
+  ByteWriter w;
+  w.out().swap(*headers);
+  size_t total = 0;  // bytes of the list so far, headers and data
+  w.Pod<uint32_t>(static_cast<uint32_t>(tensors.size()));
+  total += sizeof(uint32_t);
+  for (const engine::TensorView& tensor : tensors) {
+    const uint8_t zeros[kDataAlignment] = {};
+    const size_t before = w.size();
+    w.Pod<uint8_t>(static_cast<uint8_t>(tensor.dtype));
+    w.Pod<uint8_t>(static_cast<uint8_t>(tensor.dims.size()));
+    w.Bytes(zeros, kHeaderPadBytes);
+    for (int64_t dim : tensor.dims) w.Pod<int64_t>(dim);
+    w.Pod<uint64_t>(ByteCount(tensor));
+    total += w.size() - before;
+    const size_t pad = PadFor(total);
+    w.Bytes(zeros, pad);
+    total += pad + ByteCount(tensor);
+    header_ends.push_back(w.size());
+  }
+  w.out().swap(*headers);
+  const auto* base = reinterpret_cast<const uint8_t*>(headers->data());
+  size_t at = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    pieces->push_back({base + at, header_ends[i] - at});
+    at = header_ends[i];
+    const size_t bytes = ByteCount(tensors[i]);
+    if (bytes > 0) pieces->push_back({static_cast<const uint8_t*>(tensors[i].data), bytes});
+  }
+  if (tensors.empty()) pieces->push_back({base, headers->size()});
+}
+
 void AppendTensorList(std::span<const engine::TensorView> tensors, std::string* out) {
   // The caller's tensors are valid (they come from a session or from ParseTensorList).
   assert(tensors.size() <= kMaxWireTensors);

@@ -26,6 +26,11 @@ inline constexpr uint32_t kMaxWireTensors = 64;
 // data alignment to hold).
 void AppendTensorList(std::span<const engine::TensorView> tensors, std::string* out);
 size_t TensorListBytes(std::span<const engine::TensorView> tensors);
+// The same list as pieces to send with one gathered write, without copying the tensors' data:
+// `headers` receives every non-data byte, `pieces` alternates slices of it with the tensors'
+// own bytes. Both stay valid while `headers` and the tensors are unchanged.
+void TensorListPieces(std::span<const engine::TensorView> tensors, std::string* headers,
+                      std::vector<std::span<const uint8_t>>* pieces);
 // Views into `bytes` (no copy); they are valid as long as `bytes` is.
 Result<std::vector<engine::TensorView>> ParseTensorList(std::span<const uint8_t> bytes);
 // Owned copies.

@@ -152,5 +152,30 @@ TEST(TensorWireTest, CopyRejectsWhatViewRejects) {
   EXPECT_FALSE(ParseTensorListCopy({}).ok());
 }
 
+TEST(TensorWireTest, PiecesConcatenateToTheEncodedList) {
+  engine::Tensor a = engine::Tensor::Make(engine::DType::kFloat32, {2, 3});
+  engine::Tensor b = engine::Tensor::Make(engine::DType::kInt64, {5});
+  engine::Tensor c = engine::Tensor::Make(engine::DType::kFloat32, {0, 4});
+  for (int64_t i = 0; i < a.NumElements(); ++i) a.Data<float>()[i] = 0.5f * static_cast<float>(i);
+  for (int64_t i = 0; i < b.NumElements(); ++i) b.Data<int64_t>()[i] = 100 + i;
+  std::vector<engine::TensorView> views = {a.View(), b.View(), c.View()};
+  std::string encoded;
+  AppendTensorList(views, &encoded);
+  std::string headers;
+  std::vector<std::span<const uint8_t>> pieces;
+  TensorListPieces(views, &headers, &pieces);
+  std::string joined;
+  for (auto piece : pieces)
+    joined.append(reinterpret_cast<const char*>(piece.data()), piece.size());
+  EXPECT_EQ(joined, encoded);
+  TensorListPieces({}, &headers, &pieces);
+  std::string empty_encoded;
+  AppendTensorList({}, &empty_encoded);
+  joined.clear();
+  for (auto piece : pieces)
+    joined.append(reinterpret_cast<const char*>(piece.data()), piece.size());
+  EXPECT_EQ(joined, empty_encoded);
+}
+
 }  // namespace
 }  // namespace mlcapsule::capsule

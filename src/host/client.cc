@@ -231,10 +231,14 @@ Status Client::InstallLease(std::span<const uint8_t> lease) {
 
 Status Client::Infer(std::span<const engine::TensorView> inputs,
                      std::vector<engine::Tensor>* outputs) {
-  encode_buffer_.clear();
-  capsule::AppendTensorList(inputs, &encode_buffer_);
+  // The tensors go to the core from where they are (one gathered write, no host-side copy).
+  capsule::TensorListPieces(inputs, &encode_buffer_, &encode_pieces_);
   trusted::Reply reply;
-  MLC_RETURN_IF_ERROR(CallCore(trusted::Call::kInfer, AsBytes(encode_buffer_), &reply));
+  if (closed_) return FailedPrecondition("infer: the client is closed");
+  Status status = channel_->CallGather(trusted::Call::kInfer, encode_pieces_, &reply);
+  Status stored = StoreSealed(reply.sealed_state);
+  MLC_RETURN_IF_ERROR(status);
+  MLC_RETURN_IF_ERROR(stored);
   MLC_ASSIGN_OR_RETURN(*outputs, capsule::ParseTensorListCopy(reply.output));
   // The host's copy of the count (the core enforces the real one): the batch size is the first
   // batch-scaled dimension of the first input divided by its multiple.
@@ -250,6 +254,13 @@ Status Client::Infer(std::span<const engine::TensorView> inputs,
   info_.total_queries += static_cast<uint64_t>(batch);
   info_.queries_used += static_cast<uint64_t>(batch);
   return Status::Ok();
+}
+
+Status CoreChannel::CallGather(trusted::Call call, std::span<const std::span<const uint8_t>> pieces,
+                               trusted::Reply* reply) {
+  std::vector<uint8_t> joined;
+  for (auto piece : pieces) joined.insert(joined.end(), piece.begin(), piece.end());
+  return Call(call, joined, reply);
 }
 
 Result<std::vector<uint8_t>> Client::UsageReport() {

@@ -96,6 +96,7 @@ class Client {
   int lock_fd_ = -1;
   bool closed_ = false;
   std::string encode_buffer_;
+  std::vector<std::span<const uint8_t>> encode_pieces_;
 };
 
 // File names inside the state directory.

@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "trusted/boundary.h"
@@ -22,6 +23,10 @@ class CoreChannel {
   virtual Status Call(trusted::Call call, std::span<const uint8_t> input,
                       trusted::Reply* reply) = 0;
   // "software (pid 1234, memfd_secret)" / "in-process (INSECURE, tests only)".
+  // The input as the concatenation of `pieces` (large tensors are sent from where they are).
+  // The default joins them and calls Call.
+  virtual Status CallGather(trusted::Call call, std::span<const std::span<const uint8_t>> pieces,
+                            trusted::Reply* reply);
   virtual std::string Describe() const = 0;
 };
 

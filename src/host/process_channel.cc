@@ -87,6 +87,8 @@ class ProcessChannel final : public CoreChannel {
   // Reads the core's hello: the memory backend, or why start-up failed.
   Status AwaitHello();
   Status Call(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply) override;
+  Status CallGather(trusted::Call call, std::span<const std::span<const uint8_t>> pieces,
+                    trusted::Reply* reply) override;
   std::string Describe() const override {
     return fmt::format("software TEE (pid {}, {})", pid_, memory_backend_);
   }
@@ -163,11 +165,18 @@ Status ProcessChannel::AwaitHello() {
 
 Status ProcessChannel::Call(trusted::Call call, std::span<const uint8_t> input,
                             trusted::Reply* reply) {
+  const std::span<const uint8_t> pieces[1] = {input};
+  return CallGather(call, pieces, reply);
+}
+
+Status ProcessChannel::CallGather(trusted::Call call,
+                                  std::span<const std::span<const uint8_t>> pieces,
+                                  trusted::Reply* reply) {
   std::lock_guard lock(mutex_);
   reply->output.clear();
   reply->sealed_state.clear();
   if (!gone_.empty()) return FailedPrecondition("the trusted core is not running: {}", gone_);
-  Status written = capsule::WriteRequest(fd_, static_cast<uint32_t>(call), input);
+  Status written = capsule::WriteRequestGather(fd_, static_cast<uint32_t>(call), pieces);
   if (!written.ok()) {
     // The core may have refused the request (an over-long input) and closed: its reply, if it
     // sent one, says why. Do not wait long for one that is not coming.

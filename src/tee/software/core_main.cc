@@ -114,8 +114,11 @@ int Serve(int fd, trusted::Platform* platform) {
   for (uint32_t call = 1; call <= trusted::kMaxCall; ++call)
     limits[call] = trusted::MaxInputBytes(static_cast<trusted::Call>(call));
   trusted::Boundary boundary(platform);
+  // Kept across requests so that same-sized queries reuse one buffer; a capsule-sized one
+  // (kOpen) is released after use.
+  constexpr size_t kKeepRequestBytes = size_t{32} << 20;
+  capsule::CoreRequest request;
   for (;;) {
-    capsule::CoreRequest request;
     bool end_of_stream = false;
     Status status = capsule::ReadRequest(fd, limits, &request, &end_of_stream);
     if (end_of_stream) return 0;  // the host closed the socket; the boundary wipes on the way out
@@ -128,7 +131,7 @@ int Serve(int fd, trusted::Platform* platform) {
     const auto call = static_cast<trusted::Call>(request.call);
     trusted::Reply reply;
     status = boundary.Call(call, request.payload.span(), &reply);
-    request.payload = capsule::AlignedBytes();
+    if (request.payload.capacity() > kKeepRequestBytes) request.payload = capsule::AlignedBytes();
     Status written = capsule::WriteReply(fd, status, reply.output, reply.sealed_state);
     if (!written.ok()) {
       std::fprintf(stderr, "mlcapsule-core: cannot send the reply, exiting: %s\n",
