@@ -10,7 +10,7 @@
 
 namespace mlcapsule {
 
-Result<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
+Result<ReadableFile> ReadableFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return IoError("cannot open '{}': {}", path, std::strerror(errno));
   struct stat st {};
@@ -18,23 +18,39 @@ Result<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
     ::close(fd);
     return IoError("'{}' is not a regular file", path);
   }
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    ::close(fd);
-    return ResourceExhausted("'{}' is {} bytes, over the limit of {} bytes", path,
-                             static_cast<uint64_t>(st.st_size), max_bytes);
-  }
-  std::string data(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::read(fd, data.data() + done, data.size() - done);
+  return ReadableFile(path, fd, static_cast<uint64_t>(st.st_size),
+                      static_cast<unsigned>(st.st_mode & 07777));
+}
+
+ReadableFile::ReadableFile(ReadableFile&& other) noexcept
+    : path_(std::move(other.path_)), fd_(other.fd_), size_(other.size_), mode_(other.mode_) {
+  other.fd_ = -1;
+}
+
+ReadableFile::~ReadableFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status ReadableFile::ReadExactly(void* out, uint64_t bytes) {
+  auto* data = static_cast<uint8_t*>(out);
+  uint64_t done = 0;
+  while (done < bytes) {
+    ssize_t n = ::read(fd_, data + done, static_cast<size_t>(bytes - done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      return IoError("cannot read '{}': {}", path, n < 0 ? std::strerror(errno) : "short read");
-    }
-    done += static_cast<size_t>(n);
+    if (n <= 0)
+      return IoError("cannot read '{}': {}", path_, n < 0 ? std::strerror(errno) : "short read");
+    done += static_cast<uint64_t>(n);
   }
-  ::close(fd);
+  return Status::Ok();
+}
+
+Result<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
+  MLC_ASSIGN_OR_RETURN(ReadableFile file, ReadableFile::Open(path));
+  if (file.size() > max_bytes)
+    return ResourceExhausted("'{}' is {} bytes, over the limit of {} bytes", path, file.size(),
+                             max_bytes);
+  std::string data(static_cast<size_t>(file.size()), '\0');
+  MLC_RETURN_IF_ERROR(file.ReadExactly(data.data(), data.size()));
   return data;
 }
 

@@ -501,4 +501,16 @@ Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& c
   return plan;
 }
 
+std::vector<IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which) {
+  std::vector<IoTensor> io;
+  io.reserve(which.size());
+  for (int32_t index : which) {
+    const engine::PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
+    IoTensor entry{t.name, static_cast<uint8_t>(t.type.dtype), {}};
+    for (const engine::Dim& d : t.type.shape) entry.dims.push_back({d.value, d.batch});
+    io.push_back(std::move(entry));
+  }
+  return io;
+}
+
 }  // namespace mlcapsule::capsule

@@ -32,6 +32,7 @@
 
 #include "base/status.h"
 #include "capsule/crypto.h"
+#include "engine/plan.h"
 
 namespace mlcapsule::capsule {
 
@@ -120,5 +121,8 @@ Result<CapsuleView> ParseAndVerifyCapsule(std::span<const uint8_t> bytes);
 Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& capsule_key);
 
 std::string CapsuleIdHex(const CapsuleId& id);
+
+// The header's description of a plan's tensors (`which`: plan.inputs or plan.outputs).
+std::vector<IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which);
 
 }  // namespace mlcapsule::capsule

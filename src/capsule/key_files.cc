@@ -64,39 +64,18 @@ Status CreateNewFile(const std::string& path, std::span<const uint8_t> bytes, mo
 
 // Reads a secret file into sensitive memory after checking that only its owner can read it.
 Result<SecretBytes> ReadSecretFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return IoError("cannot open '{}': {}", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return IoError("'{}' is not a regular file", path);
-  }
+  MLC_ASSIGN_OR_RETURN(ReadableFile file, ReadableFile::Open(path));
   // Checked on the open descriptor, so the file cannot be swapped between check and read.
-  if ((st.st_mode & 077) != 0) {
-    ::close(fd);
+  if ((file.mode() & 077) != 0)
     return PermissionDenied(fmt::format(
         "refusing to read secret key file '{}': its mode {:04o} lets group or others read it; "
         "run 'chmod 600 {}' (and consider the key exposed if others could read it)",
-        path, st.st_mode & 07777, path));
-  }
-  if (static_cast<uint64_t>(st.st_size) > kMaxKeyFileBytes) {
-    ::close(fd);
+        path, file.mode(), path));
+  if (file.size() > kMaxKeyFileBytes)
     return InvalidArgument("'{}' is {} bytes, too large for a key file (at most {})", path,
-                           static_cast<uint64_t>(st.st_size), kMaxKeyFileBytes);
-  }
-  SecretBytes data(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::read(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      return IoError("cannot read '{}': {}", path, n < 0 ? std::strerror(err) : "short read");
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
+                           file.size(), kMaxKeyFileBytes);
+  SecretBytes data(static_cast<size_t>(file.size()));
+  MLC_RETURN_IF_ERROR(file.ReadExactly(data.data(), data.size()));
   return data;
 }
 

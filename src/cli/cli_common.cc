@@ -76,6 +76,19 @@ Result<engine::Tensor> ReadTensorFile(const std::string& path) {
   return compiler::ParseTensorProto(bytes, path);
 }
 
+void PrintTensorPreview(const std::string& name, const engine::Tensor& t) {
+  std::printf("%s: %s%s [", name.c_str(), engine::DTypeName(t.dtype),
+              engine::DimsToString(t.dims).c_str());
+  const int64_t n = std::min<int64_t>(t.NumElements(), 10);
+  for (int64_t k = 0; k < n; ++k) {
+    if (t.dtype == engine::DType::kFloat32)
+      std::printf("%s%.6g", k ? ", " : "", t.Data<float>()[k]);
+    else
+      std::printf("%s%lld", k ? ", " : "", static_cast<long long>(t.Data<int64_t>()[k]));
+  }
+  std::printf("%s]\n", t.NumElements() > n ? ", ..." : "");
+}
+
 Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
                        const std::string& name) {
   if (EndsWith(path, ".npy")) return WriteFile(path, compiler::SerializeNpy(tensor));

@@ -40,6 +40,8 @@ Result<engine::Plan> LoadModel(const std::string& path, const compiler::CompileO
                                compiler::CompileReport* report = nullptr);
 
 Result<engine::Tensor> ReadTensorFile(const std::string& path);
+// Prints "NAME: dtype[dims] [v0, v1, ...]" (the first ten values) to stdout.
+void PrintTensorPreview(const std::string& name, const engine::Tensor& tensor);
 Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
                        const std::string& name);
 

@@ -41,17 +41,6 @@ json IoJson(const std::vector<capsule::IoTensor>& io) {
   return list;
 }
 
-std::vector<capsule::IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which) {
-  std::vector<capsule::IoTensor> io;
-  for (int32_t index : which) {
-    const engine::PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
-    capsule::IoTensor entry{t.name, static_cast<uint8_t>(t.type.dtype), {}};
-    for (const engine::Dim& d : t.type.shape) entry.dims.push_back({d.value, d.batch});
-    io.push_back(std::move(entry));
-  }
-  return io;
-}
-
 Result<std::string> ReadCapsuleFile(const std::string& path) {
   return ReadFile(path, kMaxCapsuleFileBytes);
 }
@@ -102,8 +91,8 @@ void RunPack(const PackOptions& o) {
   if (input.model_name == "model")
     input.model_name = std::filesystem::path(o.model).parent_path().filename().string();
   input.policy_json = capsule::PolicyToJson(*policy);
-  input.inputs = PlanIo(*plan, plan->inputs);
-  input.outputs = PlanIo(*plan, plan->outputs);
+  input.inputs = capsule::PlanIo(*plan, plan->inputs);
+  input.outputs = capsule::PlanIo(*plan, plan->outputs);
   input.chunk_bytes = o.chunk_kib * 1024;
   for (const std::string& path : o.lease_signers) {
     auto key = capsule::ReadPublicKeyFile(path);
@@ -403,16 +392,7 @@ void RunRun(const RunOptions& o) {
                   engine::DimsToString(t.dims).c_str(), o.outputs[i].c_str());
       continue;
     }
-    std::printf("%s: %s%s [", name.c_str(), engine::DTypeName(t.dtype),
-                engine::DimsToString(t.dims).c_str());
-    int64_t n = std::min<int64_t>(t.NumElements(), 10);
-    for (int64_t k = 0; k < n; ++k) {
-      if (t.dtype == engine::DType::kFloat32)
-        std::printf("%s%.6g", k ? ", " : "", t.Data<float>()[k]);
-      else
-        std::printf("%s%lld", k ? ", " : "", static_cast<long long>(t.Data<int64_t>()[k]));
-    }
-    std::printf("%s]\n", t.NumElements() > n ? ", ..." : "");
+    PrintTensorPreview(name, t);
   }
   const host::CoreInfo& info = c.info();
   std::fprintf(stderr, "queries: %llu of %llu used under license %s\n",

@@ -109,17 +109,7 @@ void RunInfer(const InferOptions& o) {
                   engine::DimsToString(t.dims).c_str(), o.outputs[i].c_str());
       continue;
     }
-    std::printf("%s: %s%s", output_names[i].c_str(), engine::DTypeName(t.dtype),
-                engine::DimsToString(t.dims).c_str());
-    int64_t n = std::min<int64_t>(t.NumElements(), 10);
-    std::printf(" [");
-    for (int64_t k = 0; k < n; ++k) {
-      if (t.dtype == engine::DType::kFloat32)
-        std::printf("%s%.6g", k ? ", " : "", t.Data<float>()[k]);
-      else
-        std::printf("%s%lld", k ? ", " : "", static_cast<long long>(t.Data<int64_t>()[k]));
-    }
-    std::printf("%s]\n", t.NumElements() > n ? ", ..." : "");
+    PrintTensorPreview(output_names[i], t);
   }
 }
 

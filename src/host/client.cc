@@ -71,35 +71,16 @@ constexpr size_t kOpenPrefix = sizeof(uint64_t);
 constexpr size_t kOpenSuffixReserve = 4 + trusted::kMaxSealedStateBytes + 4;
 
 Result<std::string> ReadCapsuleIntoOpenMessage(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return IoError("cannot open {}: {}", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return IoError("{} is not a regular file", path);
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size > kMaxCapsuleFileBytes) {
-    ::close(fd);
+  MLC_ASSIGN_OR_RETURN(ReadableFile file, ReadableFile::Open(path));
+  const uint64_t size = file.size();
+  if (size > kMaxCapsuleFileBytes)
     return InvalidArgument("{} has {} bytes, over the capsule limit {}", path, size,
                            kMaxCapsuleFileBytes);
-  }
   std::string message;
   message.reserve(kOpenPrefix + size + kOpenSuffixReserve);
   message.resize(kOpenPrefix + size);
   std::memcpy(message.data(), &size, sizeof(size));
-  uint64_t done = 0;
-  while (done < size) {
-    ssize_t n = ::read(fd, message.data() + kOpenPrefix + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      return IoError("reading {} failed at byte {}: {}", path, done,
-                     n == 0 ? "unexpected end of file" : std::strerror(errno));
-    }
-    done += static_cast<uint64_t>(n);
-  }
-  ::close(fd);
+  MLC_RETURN_IF_ERROR(file.ReadExactly(message.data() + kOpenPrefix, size));
   return message;
 }
 

@@ -50,16 +50,6 @@ engine::Plan ClassifierPlan(std::span<const float> weights) {
 }
 
 namespace {
-std::vector<capsule::IoTensor> Io(const engine::Plan& plan, const std::vector<int32_t>& which) {
-  std::vector<capsule::IoTensor> io;
-  for (int32_t index : which) {
-    const engine::PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
-    capsule::IoTensor e{t.name, static_cast<uint8_t>(t.type.dtype), {}};
-    for (const engine::Dim& d : t.type.shape) e.dims.push_back({d.value, d.batch});
-    io.push_back(std::move(e));
-  }
-  return io;
-}
 [[noreturn]] void Die(const Status& s) {
   std::fprintf(stderr, "test fixture failed: %s\n", s.ToString().c_str());
   std::abort();
@@ -79,8 +69,8 @@ TestProvider TestProvider::Make(const engine::Plan& plan, const std::string& pol
   input.plan = AsBytes(plan_bytes);
   input.model_name = plan.model_name;
   input.policy_json = capsule::PolicyToJson(p.policy);
-  input.inputs = Io(plan, plan.inputs);
-  input.outputs = Io(plan, plan.outputs);
+  input.inputs = capsule::PlanIo(plan, plan.inputs);
+  input.outputs = capsule::PlanIo(plan, plan.outputs);
   input.chunk_bytes = chunk_bytes;
   auto packed = capsule::PackCapsule(input, p.key);
   if (!packed.ok()) Die(packed.status());

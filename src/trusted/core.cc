@@ -46,20 +46,6 @@ void WriteIo(ByteWriter& w, const std::vector<capsule::IoTensor>& io) {
   }
 }
 
-// The plan's inputs and outputs as the capsule header describes them.
-std::vector<capsule::IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which) {
-  std::vector<capsule::IoTensor> io;
-  for (int32_t index : which) {
-    const engine::PlanTensor& t = plan.tensors[static_cast<size_t>(index)];
-    capsule::IoTensor entry;
-    entry.name = t.name;
-    entry.dtype = static_cast<uint8_t>(t.type.dtype);
-    for (const engine::Dim& d : t.type.shape) entry.dims.push_back({d.value, d.batch});
-    io.push_back(std::move(entry));
-  }
-  return io;
-}
-
 }  // namespace
 
 Core::Core(Platform* platform) : platform_(platform) {}
@@ -432,8 +418,8 @@ Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
     uint8_t* base = plan_bytes.ReleaseAllocation(&allocation_bytes);
     MLC_ASSIGN_OR_RETURN(engine::Plan plan, engine::ParsePlan(engine::AlignedBuffer::AdoptSensitive(
                                                 base, allocation_bytes, 0, plan_size)));
-    if (PlanIo(plan, plan.inputs) != capsule_->header.inputs ||
-        PlanIo(plan, plan.outputs) != capsule_->header.outputs)
+    if (capsule::PlanIo(plan, plan.inputs) != capsule_->header.inputs ||
+        capsule::PlanIo(plan, plan.outputs) != capsule_->header.outputs)
       return DataLoss("the decrypted plan's inputs/outputs differ from the capsule header's");
     engine::SessionOptions options;
     options.threads = threads_;
