@@ -4,7 +4,7 @@
 # weights), air-gapped licensing (lease request / issue / install), run (same answer as the plain
 # engine), usage reports, quota exhaustion, replayed lease, restored older sealed state.
 set -uo pipefail
-BIN="$1"; DATA="$2"; SRC="$3"
+BIN="$(realpath "$1")"; DATA="$2"; SRC="$(realpath "$3")"; EXAMPLES="${4:+$(realpath "$4")}"
 M="$DATA/test_softmax_axis_1"
 if [[ ! -d "$M" ]]; then echo "SKIP: $DATA is absent"; exit 77; fi
 if [[ ! -x "$(dirname "$BIN")/mlcapsule-core" ]]; then echo "SKIP: mlcapsule-core is not built"; exit 77; fi
@@ -91,4 +91,21 @@ grep -q "rollback" "$T/err" || fail "a restored older state must be refused as a
 expect_exit 0 "$BIN" pack "$M/model.onnx" --key "$T/keys/provider.key" --policy "$T/policy.json" --out "$T/other.capsule"
 expect_exit 1 "$BIN" lease status "$T/other.capsule" --state "$S"
 grep -q "one directory per capsule" "$T/err" || fail "state directory reuse message"
+# The example programs on the C API and the C++ SDK: a fresh client asks for a lease (exit 3 and
+# evidence-request.bin), the provider answers, the client answers a query.
+if [[ -n "$EXAMPLES" && -x "$EXAMPLES/classify_c" && -x "$EXAMPLES/classify_cpp" ]]; then
+  /usr/bin/python3 -c "import numpy as np; np.save('$T/x.npy', np.linspace(-1, 1, 60, dtype='<f4').reshape(3, 4, 5))" \
+    || fail "numpy is needed for the example input"
+  for program in classify_c classify_cpp; do
+    mkdir -p "$T/$program" && cd "$T/$program"
+    expect_exit 3 "$EXAMPLES/$program" "$T/m.capsule" "$T/$program/state" "$T/x.npy"
+    [[ -s evidence-request.bin ]] || fail "$program must write evidence-request.bin"
+    expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.capsule" \
+      --request evidence-request.bin --license-id example --queries 5 --days 1 --out lease.bin
+    expect_exit 0 "$EXAMPLES/$program" "$T/m.capsule" "$T/$program/state" "$T/x.npy" lease.bin
+    cd "$T"
+  done
+else
+  echo "note: example programs not built, not run"
+fi
 echo "capsule CLI: all checks passed"
