@@ -50,7 +50,7 @@ struct TeePolicy {
 struct LeasePolicy {
   uint64_t max_queries = 100000;  // largest quota a lease may carry: 1..10^12
   int64_t max_days = 30;          // longest lease validity: 1..3650
-  uint64_t seal_every = 1000;     // the core seals (and bumps its counter) every N queries: 1..10^6
+  uint64_t seal_every = 1000;     // queries charged ahead per seal (and counter bump): 1..10^6
 };
 
 struct Policy {

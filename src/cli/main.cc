@@ -7,7 +7,9 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "MLCapsule: guarded offline deployment of machine learning as a service.\n"
-      "Compile ONNX models to validated plans, run them, check conformance and measure speed."};
+      "Providers compile, encrypt and sign models into capsules and license them; clients run\n"
+      "capsules offline inside the trusted core, metered. Also: compile, run, check and time "
+      "models."};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("mlcapsule ") + mlcapsule::cli::kVersion +
                                         " (plan format " +
