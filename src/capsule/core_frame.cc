@@ -28,12 +28,10 @@ constexpr size_t kMaxChunkBytes = size_t{1} << 30;
 // scheduler, which costs tens of microseconds on a virtual machine; small models answer faster
 // than that, so both ends poll briefly first (the host for the answer, the core for the next
 // query). Longer waits block and cost no CPU.
-constexpr auto kPollBudget = std::chrono::microseconds(250);
-
 // Non-blocking read attempts until data arrives or the poll budget is spent. Returns the read's
 // result, or -1 with errno EAGAIN when the budget ran out.
-ssize_t PollRead(int fd, uint8_t* data, size_t size) {
-  const auto deadline = std::chrono::steady_clock::now() + kPollBudget;
+ssize_t PollRead(int fd, uint8_t* data, size_t size, std::chrono::microseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
   for (;;) {
     ssize_t n = recv(fd, data, size, MSG_DONTWAIT);
     if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
@@ -48,13 +46,15 @@ ssize_t PollRead(int fd, uint8_t* data, size_t size) {
 // `poll_first` (a frame header: the wait for the peer) the first read polls before it blocks;
 // the rest of a frame is read blocking, because polling while a large payload streams in
 // contends with the writer on the socket and slows the transfer down several times.
-Status ReadFull(int fd, uint8_t* data, size_t size, size_t* done, bool poll_first = false) {
+Status ReadFull(int fd, uint8_t* data, size_t size, size_t* done, bool poll_first = false,
+                std::chrono::microseconds poll_budget = kDefaultPollBudget) {
   *done = 0;
   while (*done < size) {
     const size_t want = std::min(size - *done, kMaxChunkBytes);
     ssize_t n = -1;
     errno = EAGAIN;
-    if (poll_first && *done == 0) n = PollRead(fd, data, want);
+    if (poll_first && *done == 0 && poll_budget.count() > 0)
+      n = PollRead(fd, data, want, poll_budget);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) n = read(fd, data + *done, want);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return IoError("core socket read failed: {}", std::strerror(errno));
@@ -233,11 +233,13 @@ Status WriteReply(int fd, const Status& status, std::span<const uint8_t> output,
   return WriteVector(fd, parts, 3);
 }
 
-Status ReadReply(int fd, CoreReply* reply, bool* peer_closed) {
+Status ReadReply(int fd, CoreReply* reply, bool* peer_closed,
+                 std::chrono::microseconds poll_budget) {
   if (peer_closed != nullptr) *peer_closed = false;
   uint8_t header[kReplyHeaderBytes];
   size_t done = 0;
-  MLC_RETURN_IF_ERROR(ReadFull(fd, header, sizeof(header), &done, /*poll_first=*/true));
+  MLC_RETURN_IF_ERROR(
+      ReadFull(fd, header, sizeof(header), &done, /*poll_first=*/true, poll_budget));
   if (done < sizeof(header)) {
     if (peer_closed != nullptr) *peer_closed = true;
     return DataLoss("core socket closed before a reply (reply header: {} of {} bytes)", done,

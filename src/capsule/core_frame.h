@@ -22,6 +22,7 @@
 //   if (!reply.status.ok()) return reply.status;  // the core's own error
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -41,6 +42,11 @@ inline constexpr size_t kReplyHeaderBytes = 24;
 inline constexpr uint64_t kMaxReplyOutputBytes = (uint64_t{1} << 32) + (1 << 20);
 inline constexpr uint64_t kMaxReplySealedBytes = uint64_t{1} << 20;
 inline constexpr uint64_t kMaxErrorMessageBytes = 64 << 10;
+// How long a reader polls for the start of a frame before it blocks (docs/core-protocol.md).
+inline constexpr std::chrono::microseconds kDefaultPollBudget{250};
+// The longest a host polls for an answer it expects soon.
+inline constexpr std::chrono::microseconds kMaxReplyPollBudget{20000};
+
 // Socket buffers asked for on both ends (the kernel caps them at net.core.[rw]mem_max).
 inline constexpr int kCoreSocketBufferBytes = 4 << 20;
 
@@ -100,6 +106,9 @@ Status WriteReply(int fd, const Status& status, std::span<const uint8_t> output,
                   std::span<const uint8_t> sealed);
 // Transport errors are the returned Status; the core's answer is reply->status. An end of stream
 // before the reply is DataLoss with `peer_closed` set.
-Status ReadReply(int fd, CoreReply* reply, bool* peer_closed = nullptr);
+// `poll_budget`: how long to poll for the reply's start before blocking (the host passes more
+// than the default when it expects an answer soon and has a CPU to spare).
+Status ReadReply(int fd, CoreReply* reply, bool* peer_closed = nullptr,
+                 std::chrono::microseconds poll_budget = kDefaultPollBudget);
 
 }  // namespace mlcapsule::capsule

@@ -34,6 +34,11 @@ struct ProcessChannelOptions {
   std::string core_binary;  // "" = mlcapsule-core beside the running executable
   std::string state_dir;    // the platform's files (sealing key, counter) live here
   bool quiet = false;       // do not forward the core's stderr warnings
+  // Threads the core computes with. While fewer than the machine's CPUs, the host polls for an
+  // inference answer for up to about the last answer's time (at most 20 ms) before it blocks:
+  // the wake-up of a blocked host costs tens of microseconds per query on a virtual machine, and
+  // a CPU the core does not use is free to poll.
+  int core_threads = 1;
 };
 
 // Starts `mlcapsule-core` on one end of a socketpair and talks to it with the framing of

@@ -13,11 +13,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "capsule/core_frame.h"
@@ -81,7 +84,8 @@ std::string DescribeWaitStatus(int status) {
 
 class ProcessChannel final : public CoreChannel {
  public:
-  ProcessChannel(pid_t pid, int fd) : pid_(pid), fd_(fd) {}
+  ProcessChannel(pid_t pid, int fd, bool may_poll_long)
+      : pid_(pid), fd_(fd), may_poll_long_(may_poll_long) {}
   ~ProcessChannel() override;
 
   // Reads the core's hello: the memory backend, or why start-up failed.
@@ -104,8 +108,10 @@ class ProcessChannel final : public CoreChannel {
   int fd_;
   std::string memory_backend_ = "starting";
   bool reaped_ = false;
-  std::string exit_;  // how the core ended, once reaped
-  std::string gone_;  // set when the channel can no longer be used
+  std::string exit_;          // how the core ended, once reaped
+  std::string gone_;          // set when the channel can no longer be used
+  const bool may_poll_long_;  // the core leaves a CPU free (ProcessChannelOptions::core_threads)
+  std::chrono::microseconds last_infer_{0};  // how long the last inference answer took
 };
 
 bool ProcessChannel::WaitForExit(int timeout_ms) {
@@ -187,8 +193,16 @@ Status ProcessChannel::CallGather(trusted::Call call,
   }
   capsule::CoreReply answer;
   bool closed = false;
-  Status read = capsule::ReadReply(fd_, &answer, &closed);
+  std::chrono::microseconds budget = capsule::kDefaultPollBudget;
+  if (call == trusted::Call::kInfer && may_poll_long_)
+    budget = std::clamp(last_infer_ + last_infer_ / 4, capsule::kDefaultPollBudget,
+                        capsule::kMaxReplyPollBudget);
+  const auto sent = std::chrono::steady_clock::now();
+  Status read = capsule::ReadReply(fd_, &answer, &closed, budget);
   if (!read.ok()) return CoreGone(read);
+  if (call == trusted::Call::kInfer)
+    last_infer_ = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - sent);
   if (!written.ok()) {
     (void)CoreGone(written);  // it exits after a protocol error; record how
     return answer.status;
@@ -273,7 +287,9 @@ Result<std::unique_ptr<CoreChannel>> StartProcessChannel(const ProcessChannelOpt
     return IoError("cannot start {}: {}", binary, std::strerror(spawn_error));
   }
 
-  auto channel = std::make_unique<ProcessChannel>(pid, sockets[0]);
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  auto channel = std::make_unique<ProcessChannel>(pid, sockets[0],
+                                                  options.core_threads < static_cast<int>(cpus));
   MLC_RETURN_IF_ERROR(channel->AwaitHello());
   return std::unique_ptr<CoreChannel>(std::move(channel));
 }
