@@ -8,7 +8,7 @@ PACKAGES=(
   libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata
   libdnnl-dev
   libfmt-dev nlohmann-json3-dev libcli11-dev
-  libsodium-dev libseccomp-dev libcpp-httplib-dev libssl-dev
+  libsodium-dev libseccomp-dev libcpp-httplib-dev libssl-dev libsqlite3-dev
   python3-torch python3-torchvision python3-onnx python3-numpy
 )
 missing=()
