@@ -9,6 +9,7 @@
 
 #include "base/bytes.h"
 #include "capsule/crypto.h"
+#include "server/ledger.h"
 #include "server/store.h"
 
 namespace mlcapsule::server {
@@ -296,49 +297,26 @@ class SqliteStore final : public Store {
           !q.Blob(4, &lease.core_signing_key) || !q.Blob(6, &recorded_head))
         return DataLoss("lease {} has a malformed stored field", capsule::ToHex(report.lease_id));
     }
-    ReportResult result;
-    if (report.license_id != lease.license_id || report.capsule_id != lease.capsule_id ||
-        report.core_signing_key != lease.core_signing_key) {
-      result = {ReportOutcome::kFork, 0,
-                "the report names another license, capsule or core key than its lease"};
-    } else if (report.from_count != lease.chain_base_count ||
-               report.from_head != lease.chain_base) {
-      result = {ReportOutcome::kFork, 0,
-                fmt::format("the report starts at query {}, not at the chain point {} its lease "
-                            "continued from",
-                            report.from_count, lease.chain_base_count)};
-    } else {
+    bool sequence_taken = false;
+    {
       Statement q(db_,
                   "SELECT COUNT(*) FROM usage_reports WHERE lease_id = ? AND report_sequence = ?");
       if (!q.ok()) return Error("preparing the sequence check");
       q.Bind(1, std::span<const uint8_t>(report.lease_id))
           .Bind(2, static_cast<int64_t>(report.report_sequence));
       if (q.Step() != SQLITE_ROW) return Error("checking the report sequence");
-      if (q.Int(0) > 0) {
-        result = {ReportOutcome::kFork, 0,
-                  fmt::format("a different report with sequence {} was already recorded",
-                              report.report_sequence)};
-      } else if (report.to_count < recorded_count) {
-        result = {ReportOutcome::kStale, 0,
-                  fmt::format("ends at query {}, before the {} already recorded", report.to_count,
-                              recorded_count)};
-      } else if (report.to_count == recorded_count) {
-        if (report.to_head != recorded_head)
-          result = {ReportOutcome::kFork, 0,
-                    fmt::format("reaches query {} with another chain head than recorded",
-                                report.to_count)};
-        else
-          result = {ReportOutcome::kAccepted, 0, "no new queries"};
-      } else {
-        result = {ReportOutcome::kAccepted, report.to_count - recorded_count, ""};
-        Statement u(db_,
-                    "UPDATE leases SET recorded_count = ?, recorded_head = ? WHERE lease_id = ?");
-        if (!u.ok()) return Error("preparing the lease update");
-        u.Bind(1, static_cast<int64_t>(report.to_count))
-            .Bind(2, std::span<const uint8_t>(report.to_head))
-            .Bind(3, std::span<const uint8_t>(report.lease_id));
-        if (u.Step() != SQLITE_DONE) return Error("updating a lease");
-      }
+      sequence_taken = q.Int(0) > 0;
+    }
+    const ReportResult result =
+        DecideReport(report, lease, recorded_count, recorded_head, sequence_taken);
+    if (result.outcome == ReportOutcome::kAccepted && report.to_count > recorded_count) {
+      Statement u(db_,
+                  "UPDATE leases SET recorded_count = ?, recorded_head = ? WHERE lease_id = ?");
+      if (!u.ok()) return Error("preparing the lease update");
+      u.Bind(1, static_cast<int64_t>(report.to_count))
+          .Bind(2, std::span<const uint8_t>(report.to_head))
+          .Bind(3, std::span<const uint8_t>(report.lease_id));
+      if (u.Step() != SQLITE_DONE) return Error("updating a lease");
     }
     Statement insert(db_,
                      "INSERT INTO usage_reports(digest, lease_id, license_id, report_sequence, "
