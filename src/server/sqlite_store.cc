@@ -369,8 +369,10 @@ const char* ReportOutcomeName(ReportOutcome outcome) {
 
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
   constexpr std::string_view kSqlite = "sqlite:";
+  if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0)
+    return OpenPostgresStore(url);
   if (url.rfind(kSqlite, 0) != 0)
-    return Unsupported("storage URL '{}': only sqlite:PATH is supported so far", url);
+    return Unsupported("storage URL '{}': expected sqlite:PATH or postgresql://...", url);
   const std::string path = url.substr(kSqlite.size());
   if (path.empty()) return InvalidArgument("storage URL '{}' has no path", url);
   sqlite3* db = nullptr;

@@ -12,8 +12,8 @@
 //   - a report that ends before what is already recorded for its lease is stale (a late retry of
 //     an older report): recorded, not billed again.
 //
-// Work in progress for issue 4: nonces, leases and the usage ledger exist; providers, customers,
-// capsules, licenses, tokens and billing periods follow.
+// Work in progress for issue 4: nonces, leases and the usage ledger exist on both back ends;
+// providers, customers, capsules, licenses, tokens and billing periods follow.
 //
 //   MLC_ASSIGN_OR_RETURN(auto store, OpenStore("sqlite:/var/lib/mlcapsule/server.db"));
 //   MLC_RETURN_IF_ERROR(store->Migrate());
@@ -91,7 +91,9 @@ class Store {
   virtual Result<std::vector<AlertRecord>> Alerts(const std::string& license_id) = 0;
 };
 
-// "sqlite:PATH" (PATH ":memory:" for tests). PostgreSQL ("postgresql://...") follows.
+// "sqlite:PATH", or a libpq URL "postgresql://user@host/db" (also
+// "postgresql:///db?host=/socket/dir"). The caller runs Migrate() before use.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url);
 
 }  // namespace mlcapsule::server

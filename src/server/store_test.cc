@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <pqxx/pqxx>
 
 #include "capsule/crypto.h"
 #include "capsule/messages.h"
@@ -15,15 +17,34 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class StoreTest : public ::testing::Test {
+// Each test runs on both back ends: SQLite always, PostgreSQL when the harness
+// (tests/with_postgres.sh) started a throwaway cluster and exported its socket directory.
+class StoreTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     ASSERT_TRUE(capsule::InitCrypto().ok());
-    dir_ = fs::temp_directory_path() /
-           ("mlc-store-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    static int counter = 0;
+    const std::string name =
+        "mlc_store_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+    dir_ = fs::temp_directory_path() / name;
     fs::remove_all(dir_);
     fs::create_directories(dir_);
+    if (GetParam() == "sqlite") {
+      url_ = "sqlite:" + (dir_ / "server.db").string();
+    } else {
+      const char* host = std::getenv("MLCAPSULE_TEST_POSTGRES_HOST");
+      if (host == nullptr)
+        GTEST_SKIP() << "no PostgreSQL: run through tests/with_postgres.sh (ctest does)";
+      const std::string base = std::string("postgresql:///postgres?user=postgres&host=") + host;
+      try {
+        pqxx::connection admin(base);
+        pqxx::nontransaction tx(admin);
+        tx.exec("CREATE DATABASE " + name);
+      } catch (const std::exception& e) {
+        FAIL() << "creating a test database: " << e.what();
+      }
+      url_ = std::string("postgresql:///") + name + "?user=postgres&host=" + host;
+    }
     store_ = OpenFresh();
     core_ = capsule::GenerateSigningKeyPair();
     lease_.license_id = "license-1";
@@ -42,7 +63,7 @@ class StoreTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
   std::unique_ptr<Store> OpenFresh() {
-    auto store = OpenStore("sqlite:" + (dir_ / "server.db").string());
+    auto store = OpenStore(url_);
     EXPECT_TRUE(store.ok()) << store.status().ToString();
     EXPECT_TRUE((*store)->Migrate().ok());
     return std::move(store).value();
@@ -72,12 +93,13 @@ class StoreTest : public ::testing::Test {
   }
 
   fs::path dir_;
+  std::string url_;
   std::unique_ptr<Store> store_;
   capsule::SigningKeyPair core_;
   LeaseRecord lease_;
 };
 
-TEST_F(StoreTest, MigrationsAreVersionedAndIdempotent) {
+TEST_P(StoreTest, MigrationsAreVersionedAndIdempotent) {
   auto version = store_->SchemaVersion();
   ASSERT_TRUE(version.ok());
   EXPECT_EQ(*version, 1);
@@ -85,7 +107,7 @@ TEST_F(StoreTest, MigrationsAreVersionedAndIdempotent) {
   EXPECT_EQ(*store_->SchemaVersion(), 1);
 }
 
-TEST_F(StoreTest, NoncesAreSingleUseAndShortLived) {
+TEST_P(StoreTest, NoncesAreSingleUseAndShortLived) {
   capsule::Nonce a{}, b{}, unknown{};
   capsule::RandomBytes(a);
   capsule::RandomBytes(b);
@@ -99,7 +121,7 @@ TEST_F(StoreTest, NoncesAreSingleUseAndShortLived) {
   EXPECT_EQ(store_->ConsumeNonce(unknown, 50).code(), StatusCode::kPermissionDenied);
 }
 
-TEST_F(StoreTest, ReportsAreBilledOnceAndRetriesAreDuplicates) {
+TEST_P(StoreTest, ReportsAreBilledOnceAndRetriesAreDuplicates) {
   ASSERT_TRUE(store_->RecordLease(lease_).ok());
   auto first = Record(Report(1, 10));
   ASSERT_TRUE(first.ok()) << first.status().ToString();
@@ -116,7 +138,7 @@ TEST_F(StoreTest, ReportsAreBilledOnceAndRetriesAreDuplicates) {
   EXPECT_FALSE(*store_->HasFork("license-1"));
 }
 
-TEST_F(StoreTest, LateOlderReportIsStaleNotBilledAgain) {
+TEST_P(StoreTest, LateOlderReportIsStaleNotBilledAgain) {
   ASSERT_TRUE(store_->RecordLease(lease_).ok());
   const auto older = Report(1, 10);
   ASSERT_EQ(Record(Report(2, 20))->billed_queries, 20u);
@@ -126,7 +148,7 @@ TEST_F(StoreTest, LateOlderReportIsStaleNotBilledAgain) {
   EXPECT_EQ(*store_->BilledQueries("license-1"), 20u);
 }
 
-TEST_F(StoreTest, ForksAreAlertsAndNeverBilled) {
+TEST_P(StoreTest, ForksAreAlertsAndNeverBilled) {
   ASSERT_TRUE(store_->RecordLease(lease_).ok());
   ASSERT_EQ(Record(Report(1, 10))->outcome, ReportOutcome::kAccepted);
   // Another report with the same sequence (a restored state that went on differently).
@@ -146,7 +168,7 @@ TEST_F(StoreTest, ForksAreAlertsAndNeverBilled) {
   EXPECT_NE((*alerts)[0].detail.find("sequence 1"), std::string::npos) << (*alerts)[0].detail;
 }
 
-TEST_F(StoreTest, ReportNotStartingAtTheLeasesChainPointIsAFork) {
+TEST_P(StoreTest, ReportNotStartingAtTheLeasesChainPointIsAFork) {
   ASSERT_TRUE(store_->RecordLease(lease_).ok());
   lease_.chain_base_count = 5;  // the report claims another starting point than the stored lease
   auto moved = Record(Report(1, 10));
@@ -155,12 +177,12 @@ TEST_F(StoreTest, ReportNotStartingAtTheLeasesChainPointIsAFork) {
   EXPECT_NE(moved->detail.find("chain point"), std::string::npos) << moved->detail;
 }
 
-TEST_F(StoreTest, UnknownLeaseIsNotFound) {
+TEST_P(StoreTest, UnknownLeaseIsNotFound) {
   auto result = Record(Report(1, 10));
   EXPECT_EQ(result.status().code(), StatusCode::kNotFound);
 }
 
-TEST_F(StoreTest, AcknowledgedReportsSurviveReopening) {
+TEST_P(StoreTest, AcknowledgedReportsSurviveReopening) {
   ASSERT_TRUE(store_->RecordLease(lease_).ok());
   ASSERT_EQ(Record(Report(1, 7))->billed_queries, 7u);
   store_ = OpenFresh();  // a restarted server on the same file
@@ -168,6 +190,11 @@ TEST_F(StoreTest, AcknowledgedReportsSurviveReopening) {
   EXPECT_EQ(Record(Report(1, 7))->outcome, ReportOutcome::kDuplicate);
   EXPECT_EQ(Record(Report(2, 9))->billed_queries, 2u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 TEST(StoreUrlTest, UnsupportedAndBadUrlsAreErrors) {
   EXPECT_EQ(OpenStore("mysql://x").status().code(), StatusCode::kUnsupported);
