@@ -157,19 +157,6 @@ Status CheckHeader(const CapsuleHeader& header) {
   return CheckStreamLayout(header);
 }
 
-void WriteIoList(const std::vector<IoTensor>& list, ByteWriter* w) {
-  w->Pod<uint8_t>(static_cast<uint8_t>(list.size()));
-  for (const IoTensor& io : list) {
-    w->Str(io.name);
-    w->Pod<uint8_t>(io.dtype);
-    w->Pod<uint8_t>(static_cast<uint8_t>(io.dims.size()));
-    for (const IoDim& dim : io.dims) {
-      w->Pod<int64_t>(dim.value);
-      w->Pod<uint8_t>(dim.batch ? 1 : 0);
-    }
-  }
-}
-
 // magic .. end of header; the header has been checked.
 std::string SerializeHeaderRegion(const CapsuleHeader& header) {
   ByteWriter body;
@@ -196,37 +183,6 @@ std::string SerializeHeaderRegion(const CapsuleHeader& header) {
   return std::move(out.out());
 }
 
-Status ReadIoList(ByteReader& r, std::vector<IoTensor>* list, std::string_view field) {
-  uint8_t count = 0;
-  MLC_RETURN_IF_ERROR(r.Pod(&count, fmt::format("{} count", field)));
-  if (count < 1 || count > kMaxIoTensors)
-    return InvalidArgument("capsule header: {} count {} is outside 1..{}", field, count,
-                           kMaxIoTensors);
-  list->resize(count);
-  for (size_t i = 0; i < count; ++i) {
-    IoTensor& io = (*list)[i];
-    std::string what = fmt::format("{} {}", field, i);
-    MLC_RETURN_IF_ERROR(r.Str(&io.name, kMaxModelNameBytes, what + " name"));
-    MLC_RETURN_IF_ERROR(r.Pod(&io.dtype, what + " dtype"));
-    uint8_t rank = 0;
-    MLC_RETURN_IF_ERROR(r.Pod(&rank, what + " rank"));
-    if (rank > kMaxRank)
-      return InvalidArgument("capsule header: {} '{}' has rank {}, over the limit {}", what,
-                             io.name, rank, kMaxRank);
-    io.dims.resize(rank);
-    for (IoDim& dim : io.dims) {
-      uint8_t batch = 0;
-      MLC_RETURN_IF_ERROR(r.Pod(&dim.value, what + " dimension"));
-      MLC_RETURN_IF_ERROR(r.Pod(&batch, what + " batch flag"));
-      if (batch > 1)
-        return InvalidArgument("capsule header: {} '{}' has batch flag {}, expected 0 or 1", what,
-                               io.name, batch);
-      dim.batch = batch == 1;
-    }
-  }
-  return Status::Ok();
-}
-
 Status ReadHeader(std::span<const uint8_t> bytes, CapsuleHeader* header) {
   ByteReader r(bytes, "capsule header");
   MLC_RETURN_IF_ERROR(r.Bytes(header->capsule_id.data(), header->capsule_id.size(), "capsule id"));
@@ -243,8 +199,8 @@ Status ReadHeader(std::span<const uint8_t> bytes, CapsuleHeader* header) {
     MLC_RETURN_IF_ERROR(r.Bytes(key.data(), key.size(), "lease signer key"));
   MLC_RETURN_IF_ERROR(r.Str(&header->model_name, kMaxModelNameBytes, "model name"));
   MLC_RETURN_IF_ERROR(r.Str(&header->policy_json, kMaxPolicyBytes, "policy"));
-  MLC_RETURN_IF_ERROR(ReadIoList(r, &header->inputs, "input"));
-  MLC_RETURN_IF_ERROR(ReadIoList(r, &header->outputs, "output"));
+  MLC_RETURN_IF_ERROR(ReadIoList(r, "capsule header", "input", &header->inputs));
+  MLC_RETURN_IF_ERROR(ReadIoList(r, "capsule header", "output", &header->outputs));
   MLC_RETURN_IF_ERROR(
       r.Bytes(header->plan_digest.data(), header->plan_digest.size(), "plan digest"));
   MLC_RETURN_IF_ERROR(r.Pod(&header->plan_bytes, "plan size"));
@@ -499,6 +455,50 @@ Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& c
   if (!ConstantTimeEqual(digest, header.plan_digest))
     return DataLoss("decrypted plan does not match the plan digest in the capsule header");
   return plan;
+}
+
+void WriteIoList(const std::vector<IoTensor>& list, ByteWriter* w) {
+  w->Pod<uint8_t>(static_cast<uint8_t>(list.size()));
+  for (const IoTensor& io : list) {
+    w->Str(io.name);
+    w->Pod<uint8_t>(io.dtype);
+    w->Pod<uint8_t>(static_cast<uint8_t>(io.dims.size()));
+    for (const IoDim& dim : io.dims) {
+      w->Pod<int64_t>(dim.value);
+      w->Pod<uint8_t>(dim.batch ? 1 : 0);
+    }
+  }
+}
+
+Status ReadIoList(ByteReader& r, std::string_view object, std::string_view field,
+                  std::vector<IoTensor>* list) {
+  uint8_t count = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&count, fmt::format("{} count", field)));
+  if (count < 1 || count > kMaxIoTensors)
+    return InvalidArgument("{}: {} count {} is outside 1..{}", object, field, count, kMaxIoTensors);
+  list->resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    IoTensor& io = (*list)[i];
+    std::string what = fmt::format("{} {}", field, i);
+    MLC_RETURN_IF_ERROR(r.Str(&io.name, kMaxModelNameBytes, what + " name"));
+    MLC_RETURN_IF_ERROR(r.Pod(&io.dtype, what + " dtype"));
+    uint8_t rank = 0;
+    MLC_RETURN_IF_ERROR(r.Pod(&rank, what + " rank"));
+    if (rank > kMaxRank)
+      return InvalidArgument("{}: {} '{}' has rank {}, over the limit {}", object, what, io.name,
+                             rank, kMaxRank);
+    io.dims.resize(rank);
+    for (IoDim& dim : io.dims) {
+      uint8_t batch = 0;
+      MLC_RETURN_IF_ERROR(r.Pod(&dim.value, what + " dimension"));
+      MLC_RETURN_IF_ERROR(r.Pod(&batch, what + " batch flag"));
+      if (batch > 1)
+        return InvalidArgument("{}: {} '{}' has batch flag {}, expected 0 or 1", object, what,
+                               io.name, batch);
+      dim.batch = batch == 1;
+    }
+  }
+  return Status::Ok();
 }
 
 std::vector<IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which) {

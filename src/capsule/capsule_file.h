@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "base/bytes.h"
 #include "base/status.h"
 #include "capsule/crypto.h"
 #include "engine/plan.h"
@@ -47,6 +48,8 @@ inline constexpr uint64_t kMaxPlanBytes = uint64_t{8} << 30;
 inline constexpr uint32_t kMinChunkBytes = 4 << 10;
 inline constexpr uint32_t kMaxChunkBytes = 16 << 20;
 inline constexpr uint32_t kDefaultChunkBytes = 1 << 20;
+// Largest capsule file a reader accepts: the largest plan plus room for header and stream overhead.
+inline constexpr uint64_t kMaxCapsuleFileBytes = kMaxPlanBytes + (uint64_t{64} << 20);
 
 using CapsuleId = std::array<uint8_t, 16>;
 
@@ -121,6 +124,12 @@ Result<CapsuleView> ParseAndVerifyCapsule(std::span<const uint8_t> bytes);
 Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& capsule_key);
 
 std::string CapsuleIdHex(const CapsuleId& id);
+
+// The io list of the grammar above (count:u8 (1..64) io{count}), also used by the core's
+// core_info (trusted/boundary.h). `object` names the enclosing object in errors.
+void WriteIoList(const std::vector<IoTensor>& list, ByteWriter* w);
+Status ReadIoList(ByteReader& r, std::string_view object, std::string_view field,
+                  std::vector<IoTensor>* list);
 
 // The header's description of a plan's tensors (`which`: plan.inputs or plan.outputs).
 std::vector<IoTensor> PlanIo(const engine::Plan& plan, const std::vector<int32_t>& which);

@@ -44,6 +44,7 @@ void TensorListPieces(std::span<const engine::TensorView> tensors, std::string* 
   w.Pod<uint32_t>(static_cast<uint32_t>(tensors.size()));
   total += sizeof(uint32_t);
   for (const engine::TensorView& tensor : tensors) {
+    assert(tensor.dims.size() <= static_cast<size_t>(engine::kMaxRank));
     const uint8_t zeros[kDataAlignment] = {};
     const size_t before = w.size();
     w.Pod<uint8_t>(static_cast<uint8_t>(tensor.dtype));
@@ -70,26 +71,13 @@ void TensorListPieces(std::span<const engine::TensorView> tensors, std::string* 
 }
 
 void AppendTensorList(std::span<const engine::TensorView> tensors, std::string* out) {
-  // The caller's tensors are valid (they come from a session or from ParseTensorList).
-  assert(tensors.size() <= kMaxWireTensors);
-  const size_t start = out->size();
-  out->reserve(start + TensorListBytes(tensors));
-  ByteWriter w;
-  w.out().swap(*out);
-  w.Pod<uint32_t>(static_cast<uint32_t>(tensors.size()));
-  for (const engine::TensorView& tensor : tensors) {
-    assert(tensor.dims.size() <= static_cast<size_t>(engine::kMaxRank));
-    const size_t bytes = ByteCount(tensor);
-    w.Pod<uint8_t>(static_cast<uint8_t>(tensor.dtype));
-    w.Pod<uint8_t>(static_cast<uint8_t>(tensor.dims.size()));
-    const uint8_t zeros[kDataAlignment] = {};
-    w.Bytes(zeros, kHeaderPadBytes);
-    for (int64_t dim : tensor.dims) w.Pod<int64_t>(dim);
-    w.Pod<uint64_t>(bytes);
-    w.Bytes(zeros, PadFor(w.size() - start));
-    w.Bytes(tensor.data, bytes);
-  }
-  w.out().swap(*out);
+  // One encoder: the pieces, joined.
+  std::string headers;
+  std::vector<std::span<const uint8_t>> pieces;
+  TensorListPieces(tensors, &headers, &pieces);
+  out->reserve(out->size() + TensorListBytes(tensors));
+  for (std::span<const uint8_t> piece : pieces)
+    out->append(reinterpret_cast<const char*>(piece.data()), piece.size());
 }
 
 Result<std::vector<engine::TensorView>> ParseTensorList(std::span<const uint8_t> bytes) {

@@ -45,8 +45,21 @@ double Percentile(std::vector<double> v, double q) {
   return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
 }
 
+std::string ModelName(const std::string& path) {
+  std::string name = std::filesystem::path(path).filename().string();
+  if (name == "model.onnx") name = std::filesystem::path(path).parent_path().filename().string();
+  return name;
+}
+
+engine::Tensor RandomTensor(engine::DType dtype, const engine::Dims& dims, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  engine::Tensor tensor = engine::Tensor::Make(dtype, dims);
+  if (dtype == engine::DType::kFloat32)
+    for (int64_t i = 0; i < tensor.NumElements(); ++i) tensor.Data<float>()[i] = normal(rng);
+  return tensor;
+}
+
 void RunCapsuleBench(const BenchOptions& o);
-std::string ModelName(const std::string& path);
 
 void RunBench(const BenchOptions& o) {
   if (EndsWith(o.model, ".capsule")) return RunCapsuleBench(o);
@@ -69,16 +82,12 @@ void RunBench(const BenchOptions& o) {
   const double flops = engine::PlanFlops(*plan, o.batch);
   std::vector<engine::Tensor> inputs;
   std::mt19937 rng(42);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   for (int32_t index : plan->inputs) {
     const engine::PlanTensor& t = plan->tensors[static_cast<size_t>(index)];
     engine::Dims dims = engine::ResolveShape(t.type.shape, o.batch);
     if (!engine::HasBatchDim(t.type.shape) && !dims.empty() && o.batch != 1 && dims[0] == 1)
       dims[0] = o.batch;
-    engine::Tensor tensor = engine::Tensor::Make(t.type.dtype, dims);
-    if (t.type.dtype == engine::DType::kFloat32)
-      for (int64_t i = 0; i < tensor.NumElements(); ++i) tensor.Data<float>()[i] = normal(rng);
-    inputs.push_back(std::move(tensor));
+    inputs.push_back(RandomTensor(t.type.dtype, dims, rng));
   }
   engine::SessionOptions session_options;
   session_options.threads = o.threads;
@@ -148,20 +157,6 @@ void RunBench(const BenchOptions& o) {
     for (auto& [ms, op] : rows)
       std::fprintf(stderr, "  %-24s %9.3f ms  %5.1f%%\n", op.c_str(), ms, 100.0 * ms / total);
   }
-}
-
-std::string ModelName(const std::string& path) {
-  std::string name = std::filesystem::path(path).filename().string();
-  if (name == "model.onnx") name = std::filesystem::path(path).parent_path().filename().string();
-  return name;
-}
-
-engine::Tensor RandomTensor(engine::DType dtype, const engine::Dims& dims, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  engine::Tensor tensor = engine::Tensor::Make(dtype, dims);
-  if (dtype == engine::DType::kFloat32)
-    for (int64_t i = 0; i < tensor.NumElements(); ++i) tensor.Data<float>()[i] = normal(rng);
-  return tensor;
 }
 
 // The guarded path: every timed call goes host -> socket -> mlcapsule-core (seccomp, memfd_secret)

@@ -25,8 +25,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr uint64_t kMaxCapsuleFileBytes = capsule::kMaxPlanBytes + (uint64_t{64} << 20);
-
 json IoJson(const std::vector<capsule::IoTensor>& io) {
   json list = json::array();
   for (const capsule::IoTensor& t : io) {
@@ -42,7 +40,7 @@ json IoJson(const std::vector<capsule::IoTensor>& io) {
 }
 
 Result<std::string> ReadCapsuleFile(const std::string& path) {
-  return ReadFile(path, kMaxCapsuleFileBytes);
+  return ReadFile(path, capsule::kMaxCapsuleFileBytes);
 }
 
 void Fail(const Status& status) { SetExitCode(ReportError(status)); }

@@ -466,7 +466,6 @@ class CapsuleEndpoint {
       std::vector<engine::TensorView> out_views;
       for (engine::Tensor& t : outputs) out_views.push_back(t.View());
       std::string encoded;
-      encoded.reserve(capsule::TensorListBytes(out_views));
       capsule::AppendTensorList(out_views, &encoded);
       res.set_content(std::move(encoded), kTensorContentType);
     } else {

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "base/bytes.h"
 #include "engine/op.h"
 #include "engine/plan.h"
 
@@ -29,79 +30,10 @@ namespace {
 constexpr char kMagic[8] = {'M', 'L', 'C', 'P', 'L', 'A', 'N', '\0'};
 constexpr char kEndMagic[8] = {'M', 'L', 'C', 'P', 'E', 'N', 'D', '\0'};
 
-class Writer {
- public:
-  void Bytes(const void* data, size_t n) {
-    if (n > 0) out_.append(static_cast<const char*>(data), n);
-  }
-  template <typename T>
-  void Pod(T value) {
-    Bytes(&value, sizeof(value));
-  }
-  void Str(const std::string& s) {
-    Pod<uint32_t>(static_cast<uint32_t>(s.size()));
-    Bytes(s.data(), s.size());
-  }
-  void PadTo(size_t alignment) {
-    while (out_.size() % alignment) out_.push_back('\0');
-  }
-  std::string& out() { return out_; }
-
- private:
-  std::string out_;
-};
-
-class Reader {
- public:
-  explicit Reader(std::span<const uint8_t> bytes) : bytes_(bytes) {}
-  size_t remaining() const { return bytes_.size() - pos_; }
-  size_t pos() const { return pos_; }
-
-  Status Bytes(void* out, size_t n, const char* what) {
-    if (n > remaining())
-      return DataLoss("plan truncated reading {} at offset {} ({} bytes needed, {} left)", what,
-                      pos_, n, remaining());
-    if (n > 0) std::memcpy(out, bytes_.data() + pos_, n);
-    pos_ += n;
-    return Status::Ok();
-  }
-  template <typename T>
-  Status Pod(T* out, const char* what) {
-    return Bytes(out, sizeof(T), what);
-  }
-  Status Str(std::string* out, const char* what) {
-    uint32_t n = 0;
-    MLC_RETURN_IF_ERROR(Pod(&n, what));
-    if (n > kMaxNameBytes)
-      return InvalidArgument("{} length {} is over the limit {}", what, n, kMaxNameBytes);
-    if (n > remaining()) return DataLoss("plan truncated reading {} at offset {}", what, pos_);
-    out->assign(reinterpret_cast<const char*>(bytes_.data() + pos_), n);
-    pos_ += n;
-    return Status::Ok();
-  }
-  // Reads a count and checks it against a limit and the bytes left (each item >= min_item bytes).
-  Status Count(uint32_t* out, uint64_t limit, size_t min_item, const char* what) {
-    MLC_RETURN_IF_ERROR(Pod(out, what));
-    if (*out > limit) return InvalidArgument("{} {} is over the limit {}", what, *out, limit);
-    if (static_cast<uint64_t>(*out) * min_item > remaining())
-      return DataLoss("{} {} needs more bytes than the {} left", what, *out, remaining());
-    return Status::Ok();
-  }
-  Status Skip(size_t n) {
-    if (n > remaining()) return DataLoss("plan truncated at offset {}", pos_);
-    pos_ += n;
-    return Status::Ok();
-  }
-
- private:
-  std::span<const uint8_t> bytes_;
-  size_t pos_ = 0;
-};
-
 }  // namespace
 
 std::string SerializePlan(const Plan& plan) {
-  Writer w;
+  ByteWriter w;
   w.Bytes(kMagic, sizeof(kMagic));
   w.Pod<uint32_t>(kPlanVersion);
   w.Pod<uint32_t>(0);
@@ -166,7 +98,7 @@ Result<Plan> ParsePlan(AlignedBuffer bytes) {
 
 namespace {
 Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt) {
-  Reader r(bytes);
+  ByteReader r(bytes, "plan");
   char magic[8];
   MLC_RETURN_IF_ERROR(r.Bytes(magic, sizeof(magic), "magic"));
   if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0)
@@ -179,8 +111,8 @@ Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt)
   MLC_RETURN_IF_ERROR(r.Pod(&flags, "flags"));
   if (flags != 0) return InvalidArgument("plan flags {:#x} are not defined (must be 0)", flags);
   Plan plan;
-  MLC_RETURN_IF_ERROR(r.Str(&plan.model_name, "model name"));
-  MLC_RETURN_IF_ERROR(r.Str(&plan.producer, "producer"));
+  MLC_RETURN_IF_ERROR(r.Str(&plan.model_name, kMaxNameBytes, "model name"));
+  MLC_RETURN_IF_ERROR(r.Str(&plan.producer, kMaxNameBytes, "producer"));
 
   uint32_t tensor_count = 0;
   MLC_RETURN_IF_ERROR(r.Count(&tensor_count, kMaxPlanTensors, 23, "tensor count"));
@@ -188,7 +120,7 @@ Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt)
   for (uint32_t i = 0; i < tensor_count; ++i) {
     PlanTensor& t = plan.tensors[i];
     uint8_t dtype = 0, kind = 0, rank = 0;
-    MLC_RETURN_IF_ERROR(r.Str(&t.name, "tensor name"));
+    MLC_RETURN_IF_ERROR(r.Str(&t.name, kMaxNameBytes, "tensor name"));
     MLC_RETURN_IF_ERROR(r.Pod(&dtype, "tensor dtype"));
     MLC_RETURN_IF_ERROR(r.Pod(&kind, "tensor kind"));
     MLC_RETURN_IF_ERROR(r.Pod(&rank, "tensor rank"));
@@ -224,7 +156,7 @@ Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt)
     PlanNode& n = plan.nodes[i];
     uint16_t op = 0;
     MLC_RETURN_IF_ERROR(r.Pod(&op, "op code"));
-    MLC_RETURN_IF_ERROR(r.Str(&n.name, "node name"));
+    MLC_RETURN_IF_ERROR(r.Str(&n.name, kMaxNameBytes, "node name"));
     if (!IsKnownOpCode(op))
       return Unsupported("node {} '{}' has unknown op code {}", i, n.name, op);
     n.op = static_cast<OpType>(op);
@@ -240,7 +172,7 @@ Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt)
     for (Attribute& a : n.attrs) {
       uint8_t kind = 0;
       uint32_t values = 0;
-      MLC_RETURN_IF_ERROR(r.Str(&a.name, "attribute name"));
+      MLC_RETURN_IF_ERROR(r.Str(&a.name, kMaxNameBytes, "attribute name"));
       MLC_RETURN_IF_ERROR(r.Pod(&kind, "attribute kind"));
       if (kind != 1 && kind != 2)
         return InvalidArgument("node '{}' attribute '{}' has unknown kind {}", n.name, a.name,
@@ -267,13 +199,13 @@ Result<Plan> ParsePlanImpl(std::span<const uint8_t> bytes, AlignedBuffer* adopt)
   uint64_t constants_size = 0;
   MLC_RETURN_IF_ERROR(r.Pod(&constants_size, "constants size"));
   size_t pad = (64 - r.pos() % 64) % 64;
-  MLC_RETURN_IF_ERROR(r.Skip(pad));
+  MLC_RETURN_IF_ERROR(r.Skip(pad, "padding"));
   if (constants_size > kMaxConstantBytes || constants_size > r.remaining())
     return DataLoss("constants size {} exceeds the {} bytes left in the plan", constants_size,
                     r.remaining());
   if (adopt != nullptr && reinterpret_cast<uintptr_t>(bytes.data() + r.pos()) % 64 == 0) {
     const size_t offset = r.pos();
-    MLC_RETURN_IF_ERROR(r.Skip(constants_size));
+    MLC_RETURN_IF_ERROR(r.Skip(constants_size, "constants"));
     size_t allocation_bytes = 0;
     uint8_t* base = adopt->ReleaseAllocation(&allocation_bytes);
     const size_t base_offset = static_cast<size_t>(bytes.data() - base) + offset;

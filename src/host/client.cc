@@ -17,31 +17,7 @@
 #include "capsule/tensor_wire.h"
 
 namespace mlcapsule::host {
-namespace {
-
-Status ReadIo(ByteReader& r, std::vector<capsule::IoTensor>* io) {
-  uint8_t count = 0;
-  MLC_RETURN_IF_ERROR(r.Count(&count, capsule::kMaxIoTensors * 2, 6, "io count"));
-  io->assign(count, capsule::IoTensor{});
-  for (capsule::IoTensor& t : *io) {
-    MLC_RETURN_IF_ERROR(r.Str(&t.name, capsule::kMaxModelNameBytes, "io name"));
-    MLC_RETURN_IF_ERROR(r.Pod(&t.dtype, "io dtype"));
-    uint8_t rank = 0;
-    MLC_RETURN_IF_ERROR(r.Count(&rank, 8, 9, "io rank"));
-    t.dims.assign(rank, capsule::IoDim{});
-    for (capsule::IoDim& d : t.dims) {
-      uint8_t batch = 0;
-      MLC_RETURN_IF_ERROR(r.Pod(&d.value, "io dim"));
-      MLC_RETURN_IF_ERROR(r.Pod(&batch, "io batch flag"));
-      d.batch = batch != 0;
-    }
-  }
-  return Status::Ok();
-}
-
-constexpr uint64_t kMaxCapsuleFileBytes = capsule::kMaxPlanBytes + (uint64_t{64} << 20);
-
-}  // namespace
+namespace {}  // namespace
 
 Result<CoreInfo> ParseCoreInfo(std::span<const uint8_t> bytes) {
   ByteReader r(bytes, "core info");
@@ -57,8 +33,8 @@ Result<CoreInfo> ParseCoreInfo(std::span<const uint8_t> bytes) {
   MLC_RETURN_IF_ERROR(r.Pod(&info.expires_at, "expires at"));
   MLC_RETURN_IF_ERROR(r.Pod(&info.total_queries, "total queries"));
   MLC_RETURN_IF_ERROR(r.Str(&info.policy_json, capsule::kMaxPolicyBytes, "policy"));
-  MLC_RETURN_IF_ERROR(ReadIo(r, &info.inputs));
-  MLC_RETURN_IF_ERROR(ReadIo(r, &info.outputs));
+  MLC_RETURN_IF_ERROR(capsule::ReadIoList(r, "core info", "input", &info.inputs));
+  MLC_RETURN_IF_ERROR(capsule::ReadIoList(r, "core info", "output", &info.outputs));
   MLC_RETURN_IF_ERROR(r.ExpectEnd());
   return info;
 }
@@ -70,12 +46,23 @@ namespace {
 constexpr size_t kOpenPrefix = sizeof(uint64_t);
 constexpr size_t kOpenSuffixReserve = 4 + trusted::kMaxSealedStateBytes + 4;
 
+Status CheckOptionsAndStateDir(const ClientOptions& options) {
+  if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
+  if (options.threads < 1 || options.threads > 256)
+    return InvalidArgument("threads {} is out of range 1..256", options.threads);
+  std::error_code ec;
+  std::filesystem::create_directories(options.state_dir, ec);
+  if (ec)
+    return IoError("cannot create the state directory {}: {}", options.state_dir, ec.message());
+  return Status::Ok();
+}
+
 Result<std::string> ReadCapsuleIntoOpenMessage(const std::string& path) {
   MLC_ASSIGN_OR_RETURN(ReadableFile file, ReadableFile::Open(path));
   const uint64_t size = file.size();
-  if (size > kMaxCapsuleFileBytes)
+  if (size > capsule::kMaxCapsuleFileBytes)
     return InvalidArgument("{} has {} bytes, over the capsule limit {}", path, size,
-                           kMaxCapsuleFileBytes);
+                           capsule::kMaxCapsuleFileBytes);
   std::string message;
   message.reserve(kOpenPrefix + size + kOpenSuffixReserve);
   message.resize(kOpenPrefix + size);
@@ -92,11 +79,8 @@ Result<std::unique_ptr<Client>> Client::Open(const std::string& capsule_path,
     return InvalidArgument(
         "Client::Open starts the software TEE only; the in-process backend must be built "
         "explicitly with OpenWithChannel (tests only)");
-  if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
-  std::error_code ec;
-  std::filesystem::create_directories(options.state_dir, ec);
-  if (ec)
-    return IoError("cannot create the state directory {}: {}", options.state_dir, ec.message());
+  // The directory exists before the core starts: the software platform opens its files there.
+  MLC_RETURN_IF_ERROR(CheckOptionsAndStateDir(options));
   // Start the core first: its start-up overlaps with reading the capsule.
   ProcessChannelOptions process;
   process.core_binary = options.core_binary;
@@ -110,6 +94,7 @@ Result<std::unique_ptr<Client>> Client::Open(const std::string& capsule_path,
 Result<std::unique_ptr<Client>> Client::OpenWithChannel(std::span<const uint8_t> capsule_bytes,
                                                         const ClientOptions& options,
                                                         std::unique_ptr<CoreChannel> channel) {
+  MLC_RETURN_IF_ERROR(CheckOptionsAndStateDir(options));
   std::string message;
   message.reserve(kOpenPrefix + capsule_bytes.size() + kOpenSuffixReserve);
   const uint64_t size = capsule_bytes.size();
@@ -121,9 +106,6 @@ Result<std::unique_ptr<Client>> Client::OpenWithChannel(std::span<const uint8_t>
 Result<std::unique_ptr<Client>> Client::OpenMessage(std::string message,
                                                     const ClientOptions& options,
                                                     std::unique_ptr<CoreChannel> channel) {
-  if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
-  if (options.threads < 1 || options.threads > 256)
-    return InvalidArgument("threads {} is out of range 1..256", options.threads);
   const std::span<const uint8_t> capsule_bytes =
       AsBytes(std::string_view(message).substr(kOpenPrefix));
   // The header is public: parse it here too, for the host's own checks and messages.
@@ -133,10 +115,6 @@ Result<std::unique_ptr<Client>> Client::OpenMessage(std::string message,
   client->header_ = view.header;
   client->channel_ = std::move(channel);
 
-  std::error_code ec;
-  std::filesystem::create_directories(options.state_dir, ec);
-  if (ec)
-    return IoError("cannot create the state directory {}: {}", options.state_dir, ec.message());
   const std::filesystem::path dir(options.state_dir);
   const std::string lock_path = (dir / kLockFile).string();
   client->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -186,8 +164,14 @@ Status Client::StoreSealed(const std::vector<uint8_t>& sealed) {
 }
 
 Status Client::CallCore(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply) {
+  const std::span<const uint8_t> pieces[1] = {input};
+  return CallCoreGather(call, pieces, reply);
+}
+
+Status Client::CallCoreGather(trusted::Call call, std::span<const std::span<const uint8_t>> pieces,
+                              trusted::Reply* reply) {
   if (closed_) return FailedPrecondition("{}: the client is closed", trusted::CallName(call));
-  Status status = channel_->Call(call, input, reply);
+  Status status = channel_->CallGather(call, pieces, reply);
   // A sealed state is stored even when the call failed: the core's counter has moved on.
   Status stored = StoreSealed(reply->sealed_state);
   if (!status.ok()) return status;
@@ -216,11 +200,7 @@ Status Client::Infer(std::span<const engine::TensorView> inputs,
   // The tensors go to the core from where they are (one gathered write, no host-side copy).
   capsule::TensorListPieces(inputs, &encode_buffer_, &encode_pieces_);
   trusted::Reply reply;
-  if (closed_) return FailedPrecondition("infer: the client is closed");
-  Status status = channel_->CallGather(trusted::Call::kInfer, encode_pieces_, &reply);
-  Status stored = StoreSealed(reply.sealed_state);
-  MLC_RETURN_IF_ERROR(status);
-  MLC_RETURN_IF_ERROR(stored);
+  MLC_RETURN_IF_ERROR(CallCoreGather(trusted::Call::kInfer, encode_pieces_, &reply));
   MLC_ASSIGN_OR_RETURN(*outputs, capsule::ParseTensorListCopy(reply.output));
   // The host's copy of the count (the core enforces the real one): the batch size is the first
   // batch-scaled dimension of the first input divided by its multiple.

@@ -86,7 +86,11 @@ class Client {
   static Result<std::unique_ptr<Client>> OpenMessage(std::string message,
                                                      const ClientOptions& options,
                                                      std::unique_ptr<CoreChannel> channel);
+  // Calls the core and stores any sealed state it returns (also when the call failed: the core's
+  // counter has moved on).
   Status CallCore(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply);
+  Status CallCoreGather(trusted::Call call, std::span<const std::span<const uint8_t>> pieces,
+                        trusted::Reply* reply);
   Status StoreSealed(const std::vector<uint8_t>& sealed);
 
   ClientOptions options_;

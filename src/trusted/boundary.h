@@ -46,6 +46,8 @@ enum class Call : uint32_t {
   kClose = 6,
 };
 inline constexpr uint32_t kMaxCall = 6;
+static_assert(kMaxCall <= 8,
+              "the boundary has at most 8 calls (DESIGN.md): adding one is a design change");
 
 inline const char* CallName(Call call) {
   switch (call) {

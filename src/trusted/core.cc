@@ -20,8 +20,6 @@ namespace {
 using capsule::Digest;
 using capsule::SecretBytes;
 
-constexpr uint64_t kMaxLeaseBlobBytes = capsule::kMaxLeaseBytes;
-
 // One step of the usage chain: head' = BLAKE2b-256("mlcapsule/v1/query" || head || count || batch
 // || time). It commits to how many queries were answered and when, nothing about their contents.
 Digest ExtendChain(const Digest& head, uint64_t count, uint64_t batch, int64_t time) {
@@ -31,19 +29,6 @@ Digest ExtendChain(const Digest& head, uint64_t count, uint64_t batch, int64_t t
   std::memcpy(tail + 8, &batch, 8);
   std::memcpy(tail + 16, &time, 8);
   return capsule::Hash({AsBytes(kDomain), head, tail});
-}
-
-void WriteIo(ByteWriter& w, const std::vector<capsule::IoTensor>& io) {
-  w.Pod<uint8_t>(static_cast<uint8_t>(io.size()));
-  for (const capsule::IoTensor& t : io) {
-    w.Str(t.name);
-    w.Pod<uint8_t>(t.dtype);
-    w.Pod<uint8_t>(static_cast<uint8_t>(t.dims.size()));
-    for (const capsule::IoDim& d : t.dims) {
-      w.Pod<int64_t>(d.value);
-      w.Pod<uint8_t>(d.batch ? 1 : 0);
-    }
-  }
 }
 
 }  // namespace
@@ -203,7 +188,7 @@ Status Core::RestoreSealed(std::span<const uint8_t> sealed) {
   SecretBytes capsule_key;
   if (has_lease > 1) return DataLoss("sealed state: has_lease is {}, not 0 or 1", has_lease);
   if (has_lease == 1) {
-    MLC_RETURN_IF_ERROR(s.Blob(&lease_bytes, kMaxLeaseBlobBytes, "lease"));
+    MLC_RETURN_IF_ERROR(s.Blob(&lease_bytes, capsule::kMaxLeaseBytes, "lease"));
     capsule_key = SecretBytes(capsule::kSymmetricKeyBytes);
     MLC_RETURN_IF_ERROR(s.Bytes(capsule_key.data(), capsule_key.size(), "capsule key"));
   }
@@ -485,7 +470,6 @@ Status Core::Infer(std::span<const uint8_t> input, Reply* reply) {
   views.reserve(client_tensors_.size());
   for (engine::Tensor& t : client_tensors_) views.push_back(t.View());
   std::string encoded;
-  encoded.reserve(capsule::TensorListBytes(views));
   capsule::AppendTensorList(views, &encoded);
   reply->output.assign(encoded.begin(), encoded.end());
   return Status::Ok();
@@ -542,8 +526,8 @@ std::vector<uint8_t> Core::CoreInfo() const {
   w.Pod<int64_t>(lease_ ? lease_->body.expires_at : 0);
   w.Pod<uint64_t>(total_count_);
   w.Str(capsule_->header.policy_json);
-  WriteIo(w, capsule_->header.inputs);
-  WriteIo(w, client_outputs_);
+  capsule::WriteIoList(capsule_->header.inputs, &w);
+  capsule::WriteIoList(client_outputs_, &w);
   return {w.span().begin(), w.span().end()};
 }
 
