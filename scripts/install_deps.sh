@@ -9,7 +9,7 @@ PACKAGES=(
   libdnnl-dev
   libfmt-dev nlohmann-json3-dev libcli11-dev
   libsodium-dev libseccomp-dev libcpp-httplib-dev libssl-dev libsqlite3-dev
-  libpqxx-dev postgresql-15
+  libpqxx-dev postgresql-15 openssl curl ca-certificates
   python3-torch python3-torchvision python3-onnx python3-numpy
 )
 missing=()

@@ -29,6 +29,8 @@ enum class StatusCode : int {
   kPermissionDenied = 7,
   kIoError = 8,
   kInternal = 9,
+  kAlreadyExists = 10,    // a record with this key (id, token, nonce, sequence) exists
+  kUnauthenticated = 11,  // no or an unknown credential
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -86,6 +88,14 @@ Status FailedPrecondition(fmt::format_string<Args...> format, Args&&... args) {
 }
 
 template <typename... Args>
+Status AlreadyExists(fmt::format_string<Args...> format, Args&&... args) {
+  return Status(StatusCode::kAlreadyExists, fmt::format(format, std::forward<Args>(args)...));
+}
+template <typename... Args>
+Status Unauthenticated(fmt::format_string<Args...> format, Args&&... args) {
+  return Status(StatusCode::kUnauthenticated, fmt::format(format, std::forward<Args>(args)...));
+}
+template <typename... Args>
 Status PermissionDenied(fmt::format_string<Args...> format, Args&&... args) {
   return Status(StatusCode::kPermissionDenied, fmt::format(format, std::forward<Args>(args)...));
 }
@@ -108,6 +118,7 @@ class [[nodiscard]] Result {
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() { return value(); }
+  const T& operator*() const { return value(); }
 
  private:
   std::variant<T, Status> value_;

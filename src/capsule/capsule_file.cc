@@ -290,8 +290,10 @@ Result<PackedCapsule> PackCapsule(const PackInput& input, const SigningKeyPair& 
   return packed;
 }
 
-Result<CapsuleView> ParseCapsule(std::span<const uint8_t> bytes) {
-  ByteReader r(bytes, "capsule");
+namespace {
+
+// magic version header_bytes header: the region the provider signature starts with.
+Status ReadHeaderRegion(ByteReader& r, CapsuleHeader* header) {
   char magic[kMagicBytes] = {};
   MLC_RETURN_IF_ERROR(r.Bytes(magic, sizeof(magic), "magic"));
   if (std::memcmp(magic, kCapsuleMagic, kMagicBytes) != 0)
@@ -308,9 +310,23 @@ Result<CapsuleView> ParseCapsule(std::span<const uint8_t> bytes) {
                            kMaxCapsuleHeaderBytes);
   std::span<const uint8_t> header_bytes_view;
   MLC_RETURN_IF_ERROR(r.View(header_bytes, &header_bytes_view, "header"));
+  return ReadHeader(header_bytes_view, header);
+}
 
+}  // namespace
+
+Result<CapsuleHeader> ParseCapsuleHeaderRegion(std::span<const uint8_t> region) {
+  ByteReader r(region, "capsule header region");
+  CapsuleHeader header;
+  MLC_RETURN_IF_ERROR(ReadHeaderRegion(r, &header));
+  MLC_RETURN_IF_ERROR(r.ExpectEnd());
+  return header;
+}
+
+Result<CapsuleView> ParseCapsule(std::span<const uint8_t> bytes) {
+  ByteReader r(bytes, "capsule");
   CapsuleView view;
-  MLC_RETURN_IF_ERROR(ReadHeader(header_bytes_view, &view.header));
+  MLC_RETURN_IF_ERROR(ReadHeaderRegion(r, &view.header));
   view.header_region = r.consumed();
 
   // Bounded by the header checks: plan_bytes <= 8 GiB and chunk_count <= 2^21.

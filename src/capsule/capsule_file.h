@@ -112,6 +112,10 @@ Result<PackedCapsule> PackCapsule(const PackInput& input, const SigningKeyPair& 
 
 // Parses the structure and checks every limit (no signature check, no key needed).
 Result<CapsuleView> ParseCapsule(std::span<const uint8_t> bytes);
+// The header region alone (CapsuleView::header_region: magic .. end of header), as the license
+// server stores it. Structure and limits only: the provider signature covers the whole file, so
+// whoever registers a region must have verified the file (`mlcapsule admin capsule add` does).
+Result<CapsuleHeader> ParseCapsuleHeaderRegion(std::span<const uint8_t> region);
 // ParseCapsule + the provider signature over header and ciphertext.
 Result<CapsuleView> ParseAndVerifyCapsule(std::span<const uint8_t> bytes);
 // The signature check alone, for a `view` that ParseCapsule made from `bytes` (lets a caller

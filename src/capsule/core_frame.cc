@@ -252,7 +252,7 @@ Status ReadReply(int fd, CoreReply* reply, bool* peer_closed,
   std::memcpy(&code, header + 4, 4);
   std::memcpy(&output_length, header + 8, 8);
   std::memcpy(&sealed_length, header + 16, 8);
-  if (code > static_cast<uint32_t>(StatusCode::kInternal))
+  if (code > static_cast<uint32_t>(StatusCode::kUnauthenticated))
     return InvalidArgument("reply status {} is not a known status code", code);
   const uint64_t max_output = code == 0 ? kMaxReplyOutputBytes : kMaxErrorMessageBytes;
   if (output_length > max_output)

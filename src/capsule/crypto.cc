@@ -5,6 +5,7 @@
 
 #include <sodium.h>
 
+#include <cassert>
 #include <cstring>
 #include <utility>
 
@@ -145,6 +146,20 @@ Digest Hash(std::initializer_list<std::span<const uint8_t>> parts) {
   return digest;
 }
 
+SecretBytes KeyedHash(const SecretBytes& key,
+                      std::initializer_list<std::span<const uint8_t>> parts) {
+  assert(key.size() >= crypto_generichash_blake2b_KEYBYTES_MIN &&
+         key.size() <= crypto_generichash_blake2b_KEYBYTES_MAX);
+  SecretBytes out(Digest().size());
+  crypto_generichash_blake2b_state state;
+  crypto_generichash_blake2b_init(&state, key.data(), key.size(), out.size());
+  for (std::span<const uint8_t> part : parts)
+    crypto_generichash_blake2b_update(&state, part.data(), part.size());
+  crypto_generichash_blake2b_final(&state, out.data(), out.size());
+  sodium_memzero(&state, sizeof(state));
+  return out;
+}
+
 Digest64 Hash64(std::initializer_list<std::span<const uint8_t>> parts) {
   Hasher64 hasher;
   for (std::span<const uint8_t> part : parts) hasher.Update(part);
@@ -280,6 +295,35 @@ bool ConstantTimeEqual(std::span<const uint8_t> a, std::span<const uint8_t> b) {
   if (a.size() != b.size()) return false;
   if (a.empty()) return true;
   return sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string ToBase64(std::span<const uint8_t> bytes) {
+  std::string out(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), bytes.data(), bytes.size(),
+                    sodium_base64_VARIANT_ORIGINAL);
+  out.resize(out.size() - 1);  // the terminating NUL
+  return out;
+}
+
+Result<std::vector<uint8_t>> FromBase64(std::string_view text, size_t max_bytes,
+                                        std::string_view what) {
+  const size_t decoded_max = text.size() / 4 * 3;
+  if (text.size() % 4 != 0)
+    return InvalidArgument("{}: base64 length {} is not a multiple of 4", what, text.size());
+  if (decoded_max > max_bytes + 2)
+    return InvalidArgument("{}: {} base64 characters decode to more than the limit of {} bytes",
+                           what, text.size(), max_bytes);
+  std::vector<uint8_t> out(decoded_max);
+  size_t length = 0;
+  const char* end = nullptr;
+  if (sodium_base642bin(out.data(), out.size(), text.data(), text.size(), nullptr, &length, &end,
+                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+      end != text.data() + text.size())
+    return InvalidArgument("{}: not valid base64", what);
+  if (length > max_bytes)
+    return InvalidArgument("{}: {} bytes is over the limit {}", what, length, max_bytes);
+  out.resize(length);
+  return out;
 }
 
 std::string ToHex(std::span<const uint8_t> bytes) {

@@ -94,6 +94,10 @@ void RandomBytes(std::span<uint8_t> out);
 // BLAKE2b over the concatenation of `parts` (no length framing: callers hash fixed-layout data).
 Digest Hash(std::initializer_list<std::span<const uint8_t>> parts);
 Digest64 Hash64(std::initializer_list<std::span<const uint8_t>> parts);
+// BLAKE2b-256 keyed with `key` (16..64 bytes): a MAC, or a key derived from `key` for the
+// purpose the parts name (hence a SecretBytes).
+SecretBytes KeyedHash(const SecretBytes& key,
+                      std::initializer_list<std::span<const uint8_t>> parts);
 
 // Incremental BLAKE2b-512 (used over a capsule's ciphertext).
 class Hasher64 {
@@ -143,6 +147,11 @@ std::vector<uint8_t> AeadEncrypt(const SecretBytes& key, std::span<const uint8_t
 bool ConstantTimeEqual(std::span<const uint8_t> a, std::span<const uint8_t> b);
 
 std::string ToHex(std::span<const uint8_t> bytes);
+// Standard base64 with padding (RFC 4648 §4), as the license server's JSON carries messages.
+std::string ToBase64(std::span<const uint8_t> bytes);
+// Refuses anything but canonical padded base64, and more than `max_bytes` decoded bytes.
+Result<std::vector<uint8_t>> FromBase64(std::string_view text, size_t max_bytes,
+                                        std::string_view what);
 // Parses exactly `out.size()` bytes of hex; `what` names the value in the error.
 Status FromHex(std::string_view hex, std::span<uint8_t> out, std::string_view what);
 

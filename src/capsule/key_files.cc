@@ -22,6 +22,7 @@ namespace {
 constexpr std::string_view kSecretKeyMagic = "MLCKEY1\n";
 constexpr std::string_view kPublicKeyMagic = "MLCPUB1\n";
 constexpr std::string_view kCapsuleKeyMagic = "MLCCKEY1\n";
+constexpr std::string_view kMasterKeyMagic = "MLCMKEY1\n";
 // Larger than any valid key file; bounds the read of a hostile path.
 constexpr size_t kMaxKeyFileBytes = 1024;
 
@@ -188,6 +189,26 @@ Result<SecretBytes> ReadCapsuleKeyFile(const std::string& path, const CapsuleId&
                            CapsuleIdHex(id), CapsuleIdHex(expected_id));
   SecretBytes key(kSymmetricKeyBytes);
   MLC_RETURN_IF_ERROR(FromHex(lines[1], key.span(), fmt::format("capsule key in '{}'", path)));
+  return key;
+}
+
+Status WriteMasterKeyFile(const std::string& path, const SecretBytes& key) {
+  if (key.size() != kSymmetricKeyBytes)
+    return InvalidArgument("master key is {} bytes, expected {}", key.size(), kSymmetricKeyBytes);
+  SecretBytes text(kMasterKeyMagic.size() + 2 * kSymmetricKeyBytes + 1);
+  std::memcpy(text.data(), kMasterKeyMagic.data(), kMasterKeyMagic.size());
+  uint8_t* end = PutHexLine(key.span(), text.data() + kMasterKeyMagic.size());
+  assert(end == text.data() + text.size());
+  (void)end;
+  return CreateNewFile(path, text.span(), 0600);
+}
+
+Result<SecretBytes> ReadMasterKeyFile(const std::string& path) {
+  MLC_ASSIGN_OR_RETURN(SecretBytes data, ReadSecretFile(path));
+  std::string_view lines[1];
+  MLC_RETURN_IF_ERROR(SplitKeyFile(AsText(data.span()), kMasterKeyMagic, path, lines));
+  SecretBytes key(kSymmetricKeyBytes);
+  MLC_RETURN_IF_ERROR(FromHex(lines[0], key.span(), fmt::format("master key in '{}'", path)));
   return key;
 }
 

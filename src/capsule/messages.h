@@ -140,5 +140,9 @@ Result<PublicKey> ReadPublicKeyFile(const std::string& path);
 //   MODEL.capsule.key := "MLCCKEY1\n" capsule_id_hex "\n" capsule_key_hex "\n"
 Status WriteCapsuleKeyFile(const std::string& path, const CapsuleId& id, const SecretBytes& key);
 Result<SecretBytes> ReadCapsuleKeyFile(const std::string& path, const CapsuleId& expected_id);
+// The license server's master key (server/server_keys.h), mode 0600:
+//   master.key := "MLCMKEY1\n" master_key_hex (64 chars) "\n"
+Status WriteMasterKeyFile(const std::string& path, const SecretBytes& key);
+Result<SecretBytes> ReadMasterKeyFile(const std::string& path);
 
 }  // namespace mlcapsule::capsule

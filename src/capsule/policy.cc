@@ -26,6 +26,9 @@ constexpr size_t kMaxJsonDepth = 8;
 constexpr size_t kMaxDescriptionBytes = 1024;
 constexpr size_t kMaxTensorNameBytes = 256;  // io names in the capsule header are <= 256 bytes
 constexpr size_t kMaxMeasurementsPerTee = 64;
+constexpr size_t kMaxMrSigners = 64;
+constexpr uint64_t kMaxSvn = 65535;
+constexpr uint64_t kMaxVmpl = 3;
 
 constexpr uint64_t kMaxK = 1000;
 constexpr uint64_t kMaxDecimals = 8;
@@ -68,7 +71,7 @@ const char* TypeName(const Json& value) {
 template <typename Names>
 std::string KnownList(const Names& names) {
   std::string out;
-  for (const char* name : names) {
+  for (const auto& name : names) {
     if (!out.empty()) out += ", ";
     out += name;
   }
@@ -177,8 +180,84 @@ Status CheckMeasurement(const std::string& hex, const std::string& path) {
   return Status::Ok();
 }
 
+Status ParseTcbStatuses(const Json& value, std::vector<std::string>* statuses) {
+  const std::string path = "tee.tcb_statuses";
+  if (!value.is_array()) {
+    return InvalidArgument("{}: expected an array of TCB status names, got {} {}", path,
+                           TypeName(value), Show(value));
+  }
+  if (value.empty() || value.size() > kTcbStatusNames.size()) {
+    return InvalidArgument("{}: {} entries, expected 1..{} (known: {})", path, value.size(),
+                           kTcbStatusNames.size(), KnownList(kTcbStatusNames));
+  }
+  statuses->clear();
+  for (size_t i = 0; i < value.size(); ++i) {
+    const std::string item_path = fmt::format("{}[{}]", path, i);
+    const Json& entry = value[i];
+    if (!entry.is_string()) {
+      return InvalidArgument("{}: expected a TCB status name, got {} {}", item_path,
+                             TypeName(entry), Show(entry));
+    }
+    const std::string& name = entry.get_ref<const std::string&>();
+    if (std::find(kTcbStatusNames.begin(), kTcbStatusNames.end(), name) == kTcbStatusNames.end()) {
+      return InvalidArgument("{}: unknown or never acceptable TCB status {} (known: {})", item_path,
+                             Show(entry), KnownList(kTcbStatusNames));
+    }
+    if (std::find(statuses->begin(), statuses->end(), name) != statuses->end()) {
+      return InvalidArgument("{}: duplicate TCB status {}", item_path, Show(entry));
+    }
+    statuses->push_back(name);
+  }
+  return Status::Ok();
+}
+
+Status ParseSgx(const Json& value, SgxPolicy* sgx) {
+  MLC_RETURN_IF_ERROR(CheckObject(value, "tee.sgx", {"mr_signers", "isv_prod_id", "min_isv_svn"}));
+  if (auto signers = value.find("mr_signers"); signers != value.end()) {
+    const std::string path = "tee.sgx.mr_signers";
+    if (!signers->is_array()) {
+      return InvalidArgument("{}: expected an array of MRSIGNERs, got {} {}", path,
+                             TypeName(*signers), Show(*signers));
+    }
+    if (signers->size() > kMaxMrSigners) {
+      return InvalidArgument("{}: {} entries is over the limit {}", path, signers->size(),
+                             kMaxMrSigners);
+    }
+    for (size_t i = 0; i < signers->size(); ++i) {
+      const std::string item_path = fmt::format("{}[{}]", path, i);
+      const Json& item = (*signers)[i];
+      if (!item.is_string()) {
+        return InvalidArgument("{}: expected a hex string, got {} {}", item_path, TypeName(item),
+                               Show(item));
+      }
+      const std::string& hex = item.get_ref<const std::string&>();
+      if (hex.size() != 64 || !std::all_of(hex.begin(), hex.end(), [](char c) {
+            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+          })) {
+        return InvalidArgument("{}: {} is not 64 lowercase hex characters (a 32-byte MRSIGNER)",
+                               item_path, Show(item));
+      }
+      if (std::find(sgx->mr_signers.begin(), sgx->mr_signers.end(), hex) != sgx->mr_signers.end()) {
+        return InvalidArgument("{}: duplicate MRSIGNER {}", item_path, hex);
+      }
+      sgx->mr_signers.push_back(hex);
+    }
+  }
+  uint64_t number = 0;
+  if (auto it = value.find("isv_prod_id"); it != value.end() && !it->is_null()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, "tee.sgx.isv_prod_id", 0, kMaxSvn, &number));
+    sgx->isv_prod_id = static_cast<uint16_t>(number);
+  }
+  if (auto it = value.find("min_isv_svn"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, "tee.sgx.min_isv_svn", 0, kMaxSvn, &number));
+    sgx->min_isv_svn = static_cast<uint16_t>(number);
+  }
+  return Status::Ok();
+}
+
 Status ParseTee(const Json& value, TeePolicy* tee) {
-  MLC_RETURN_IF_ERROR(CheckObject(value, "tee", {"accept", "measurements", "allow_debug"}));
+  MLC_RETURN_IF_ERROR(CheckObject(
+      value, "tee", {"accept", "measurements", "allow_debug", "tcb_statuses", "sgx", "snp"}));
 
   auto accept = value.find("accept");
   if (accept == value.end()) return InvalidArgument("tee.accept: required field is missing");
@@ -267,6 +346,20 @@ Status ParseTee(const Json& value, TeePolicy* tee) {
 
   if (auto debug = value.find("allow_debug"); debug != value.end()) {
     MLC_RETURN_IF_ERROR(ReadBool(*debug, "tee.allow_debug", &tee->allow_debug));
+  }
+  if (auto statuses = value.find("tcb_statuses"); statuses != value.end()) {
+    MLC_RETURN_IF_ERROR(ParseTcbStatuses(*statuses, &tee->tcb_statuses));
+  }
+  if (auto sgx = value.find("sgx"); sgx != value.end()) {
+    MLC_RETURN_IF_ERROR(ParseSgx(*sgx, &tee->sgx));
+  }
+  if (auto snp = value.find("snp"); snp != value.end()) {
+    MLC_RETURN_IF_ERROR(CheckObject(*snp, "tee.snp", {"max_vmpl"}));
+    if (auto it = snp->find("max_vmpl"); it != snp->end()) {
+      uint64_t number = 0;
+      MLC_RETURN_IF_ERROR(ReadInteger(*it, "tee.snp.max_vmpl", 0, kMaxVmpl, &number));
+      tee->snp.max_vmpl = static_cast<uint32_t>(number);
+    }
   }
   return Status::Ok();
 }
@@ -405,6 +498,11 @@ Result<Json> ParseJson(std::string_view text) {
 
 }  // namespace
 
+std::vector<std::string> DefaultTcbStatuses() {
+  return {"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
+          "ConfigurationAndSWHardeningNeeded"};
+}
+
 const char* OutputModeName(OutputMode mode) {
   switch (mode) {
     case OutputMode::kProbabilities:
@@ -476,6 +574,12 @@ std::string PolicyToJson(const Policy& policy) {
   document["tee"]["accept"] = policy.tee.accept;
   document["tee"]["measurements"] = std::move(measurements);
   document["tee"]["allow_debug"] = policy.tee.allow_debug;
+  document["tee"]["tcb_statuses"] = policy.tee.tcb_statuses;
+  document["tee"]["sgx"]["mr_signers"] = policy.tee.sgx.mr_signers;
+  document["tee"]["sgx"]["isv_prod_id"] =
+      policy.tee.sgx.isv_prod_id ? Ordered(*policy.tee.sgx.isv_prod_id) : Ordered(nullptr);
+  document["tee"]["sgx"]["min_isv_svn"] = policy.tee.sgx.min_isv_svn;
+  document["tee"]["snp"]["max_vmpl"] = policy.tee.snp.max_vmpl;
   document["lease"]["max_queries"] = policy.lease.max_queries;
   document["lease"]["max_days"] = policy.lease.max_days;
   document["lease"]["seal_every"] = policy.lease.seal_every;

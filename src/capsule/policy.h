@@ -8,7 +8,9 @@
 //   std::string canonical = PolicyToJson(policy);   // what pack stores in the header
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,10 +43,36 @@ struct MeasurementList {
                                      // list accepts any measurement
 };
 
+// Intel TCB statuses (the converged platform + QE status of a verified quote) a policy may name
+// in tee.tcb_statuses. Revoked and NotSupported can never be accepted.
+inline constexpr std::array<std::string_view, 6> kTcbStatusNames = {
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded"};
+// The default: up to date, or needing only software hardening or configuration (the platform has
+// no known unpatched TCB issue), docs/dev/attestation-plan.md §11.
+std::vector<std::string> DefaultTcbStatuses();
+
+struct SgxPolicy {
+  std::vector<std::string> mr_signers;  // lowercase hex MRSIGNERs (64 chars); empty = any signer
+  std::optional<uint16_t> isv_prod_id;  // unset = any product
+  uint16_t min_isv_svn = 0;
+};
+
+struct SnpPolicy {
+  uint32_t max_vmpl = 0;  // highest VMPL accepted: 0..3
+};
+
 struct TeePolicy {
   std::vector<std::string> accept;            // evidence types accepted; must be non-empty
   std::vector<MeasurementList> measurements;  // per type (optional)
   bool allow_debug = false;                   // hardware TEEs in debug mode
+  std::vector<std::string> tcb_statuses = DefaultTcbStatuses();  // Intel (sgx, tdx): 1..6 names
+  SgxPolicy sgx;
+  SnpPolicy snp;
 };
 
 struct LeasePolicy {

@@ -48,6 +48,11 @@ void ExpectSamePolicy(const Policy& a, const Policy& b) {
     EXPECT_EQ(a.tee.measurements[i].allowed, b.tee.measurements[i].allowed);
   }
   EXPECT_EQ(a.tee.allow_debug, b.tee.allow_debug);
+  EXPECT_EQ(a.tee.tcb_statuses, b.tee.tcb_statuses);
+  EXPECT_EQ(a.tee.sgx.mr_signers, b.tee.sgx.mr_signers);
+  EXPECT_EQ(a.tee.sgx.isv_prod_id, b.tee.sgx.isv_prod_id);
+  EXPECT_EQ(a.tee.sgx.min_isv_svn, b.tee.sgx.min_isv_svn);
+  EXPECT_EQ(a.tee.snp.max_vmpl, b.tee.snp.max_vmpl);
   EXPECT_EQ(a.lease.max_queries, b.lease.max_queries);
   EXPECT_EQ(a.lease.max_days, b.lease.max_days);
   EXPECT_EQ(a.lease.seal_every, b.lease.seal_every);
@@ -69,6 +74,13 @@ TEST(PolicyTest, MinimalPolicyTakesDefaults) {
   EXPECT_EQ(policy->tee.accept, std::vector<std::string>{"software"});
   EXPECT_TRUE(policy->tee.measurements.empty());
   EXPECT_FALSE(policy->tee.allow_debug);
+  EXPECT_EQ(policy->tee.tcb_statuses,
+            (std::vector<std::string>{"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
+                                      "ConfigurationAndSWHardeningNeeded"}));
+  EXPECT_TRUE(policy->tee.sgx.mr_signers.empty());
+  EXPECT_FALSE(policy->tee.sgx.isv_prod_id.has_value());
+  EXPECT_EQ(policy->tee.sgx.min_isv_svn, 0);
+  EXPECT_EQ(policy->tee.snp.max_vmpl, 0u);
   EXPECT_EQ(policy->lease.max_queries, 100000u);
   EXPECT_EQ(policy->lease.max_days, 30);
   EXPECT_EQ(policy->lease.seal_every, 1000u);
@@ -82,6 +94,8 @@ TEST(PolicyTest, MinimalPolicyTakesDefaults) {
   empty_sections["lease"] = Json::object();
   empty_sections["output"] = Json::object();
   empty_sections["tee"]["measurements"] = Json::object();
+  empty_sections["tee"]["sgx"] = Json::object();
+  empty_sections["tee"]["snp"] = Json::object();
   Result<Policy> again = Parse(empty_sections);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   ExpectSamePolicy(*policy, *again);
@@ -92,7 +106,10 @@ TEST(PolicyTest, CanonicalJsonIsExact) {
   ASSERT_TRUE(policy.ok());
   EXPECT_EQ(PolicyToJson(*policy),
             R"({"version":1,"description":"","tee":{"accept":["software"],"measurements":{},)"
-            R"("allow_debug":false},"lease":{"max_queries":100000,"max_days":30,)"
+            R"("allow_debug":false,"tcb_statuses":["UpToDate","SWHardeningNeeded",)"
+            R"("ConfigurationNeeded","ConfigurationAndSWHardeningNeeded"],)"
+            R"("sgx":{"mr_signers":[],"isv_prod_id":null,"min_isv_svn":0},"snp":{"max_vmpl":0}},)"
+            R"("lease":{"max_queries":100000,"max_days":30,)"
             R"("seal_every":1000},"output":{"mode":"probabilities","k":1,"decimals":2,)"
             R"("logits":false,"tensor":""}})");
 }
@@ -102,7 +119,10 @@ TEST(PolicyTest, FullPolicyRoundTrips) {
   std::string text = R"({
     "output": {"tensor": "logits", "logits": true, "decimals": 3, "k": 5, "mode": "top_k"},
     "lease": {"seal_every": 250, "max_days": 90, "max_queries": 123456789012},
-    "tee": {"allow_debug": true,
+    "tee": {"allow_debug": true, "snp": {"max_vmpl": 2},
+            "sgx": {"min_isv_svn": 3, "isv_prod_id": 7, "mr_signers": [")" +
+                     kSgx + R"("]},
+            "tcb_statuses": ["OutOfDate", "UpToDate"],
             "measurements": {"tdx": [")" +
                      kTdx + R"("], "sgx": [")" + kSgx + R"(", ")" + std::string(64, '0') + R"("]},
             "accept": ["sgx", "tdx", "snp"]},
@@ -119,6 +139,11 @@ TEST(PolicyTest, FullPolicyRoundTrips) {
   EXPECT_EQ(policy->tee.measurements[1].tee, "tdx");
   EXPECT_EQ(policy->tee.measurements[1].allowed, std::vector<std::string>{kTdx});
   EXPECT_TRUE(policy->tee.allow_debug);
+  EXPECT_EQ(policy->tee.tcb_statuses, (std::vector<std::string>{"OutOfDate", "UpToDate"}));
+  EXPECT_EQ(policy->tee.sgx.mr_signers, std::vector<std::string>{kSgx});
+  EXPECT_EQ(policy->tee.sgx.isv_prod_id, 7);
+  EXPECT_EQ(policy->tee.sgx.min_isv_svn, 3);
+  EXPECT_EQ(policy->tee.snp.max_vmpl, 2u);
   EXPECT_EQ(policy->lease.max_queries, 123456789012u);
   EXPECT_EQ(policy->lease.max_days, 90);
   EXPECT_EQ(policy->lease.seal_every, 250u);
@@ -144,6 +169,10 @@ TEST(PolicyTest, HandBuiltPolicyRoundTrips) {
     policy.description = "hand built";
     policy.tee.accept = {"tpm", "software"};
     policy.tee.measurements = {{"tpm", {kTdx}}};
+    policy.tee.tcb_statuses = {"UpToDate"};
+    policy.tee.sgx = {{kSgx, std::string(64, 'c')}, std::nullopt, 65535};
+    if (mode == OutputMode::kTopK) policy.tee.sgx.isv_prod_id = 0;
+    policy.tee.snp.max_vmpl = 3;
     policy.lease = {1, 1, 1};
     policy.output = {mode, 1000, 0, true, "out"};
     Result<Policy> parsed = ParsePolicy(PolicyToJson(policy));
@@ -177,8 +206,14 @@ TEST(PolicyTest, AcceptsTee) {
 TEST(PolicyTest, UnknownFieldsNameTheirFullPath) {
   EXPECT_EQ(ErrorOf(With(Minimal(), "/versio", 1)),
             "versio: unknown field (known: version, description, tee, lease, output)");
-  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/acept", Json::array())),
-            "tee.acept: unknown field (known: accept, measurements, allow_debug)");
+  EXPECT_EQ(
+      ErrorOf(With(Minimal(), "/tee/acept", Json::array())),
+      "tee.acept: unknown field (known: accept, measurements, allow_debug, tcb_statuses, sgx, "
+      "snp)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/sgx/mrsigner", 1)),
+            "tee.sgx.mrsigner: unknown field (known: mr_signers, isv_prod_id, min_isv_svn)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/snp/vmpl", 1)),
+            "tee.snp.vmpl: unknown field (known: max_vmpl)");
   EXPECT_EQ(ErrorOf(With(Minimal(), "/lease/max_query", 5)),
             "lease.max_query: unknown field (known: max_queries, max_days, seal_every)");
   EXPECT_EQ(ErrorOf(With(Minimal(), "/output/kk", 3)),
@@ -191,6 +226,49 @@ TEST(PolicyTest, UnknownFieldsNameTheirFullPath) {
             "output.\"a b\\u001b\": unknown field (known: mode, k, decimals, logits, tensor)");
   EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/measurements/sev", {kSgx})),
             "tee.measurements.sev: unknown TEE (known: software, sgx, tdx, snp, tpm)");
+}
+
+TEST(PolicyTest, HardwareEvidenceFields) {
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/tcb_statuses", Json::array())),
+            "tee.tcb_statuses: 0 entries, expected 1..6 (known: UpToDate, SWHardeningNeeded, "
+            "ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, "
+            "OutOfDateConfigurationNeeded)");
+  EXPECT_TRUE(ErrorOf(With(Minimal(), "/tee/tcb_statuses", {"UpToDate", "Revoked"}))
+                  .starts_with("tee.tcb_statuses[1]: unknown or never acceptable TCB status "
+                               "\"Revoked\""));
+  EXPECT_TRUE(ErrorOf(With(Minimal(), "/tee/tcb_statuses", {"NotSupported"}))
+                  .starts_with("tee.tcb_statuses[0]: unknown or never acceptable"));
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/tcb_statuses", {"UpToDate", "UpToDate"})),
+            "tee.tcb_statuses[1]: duplicate TCB status \"UpToDate\"");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/tcb_statuses", "UpToDate")),
+            "tee.tcb_statuses: expected an array of TCB status names, got string \"UpToDate\"");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/tcb_statuses", {1})),
+            "tee.tcb_statuses[0]: expected a TCB status name, got integer 1");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/sgx", 1)), "tee.sgx: expected an object, got integer 1");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/sgx/mr_signers", {std::string(64, 'A')})),
+            "tee.sgx.mr_signers[0]: \"" + std::string(64, 'A') +
+                "\" is not 64 lowercase hex characters (a 32-byte MRSIGNER)");
+  EXPECT_TRUE(ErrorOf(With(Minimal(), "/tee/sgx/mr_signers", {kTdx}))
+                  .starts_with("tee.sgx.mr_signers[0]: "));
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/sgx/mr_signers", {kSgx, kSgx})),
+            "tee.sgx.mr_signers[1]: duplicate MRSIGNER " + kSgx);
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/sgx/isv_prod_id", 65536)),
+            "tee.sgx.isv_prod_id: 65536 is out of range 0..65535");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/sgx/min_isv_svn", -1)),
+            "tee.sgx.min_isv_svn: -1 is out of range 0..65535");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/snp/max_vmpl", 4)),
+            "tee.snp.max_vmpl: 4 is out of range 0..3");
+  // isv_prod_id null is the default (any product), as the canonical form writes it.
+  Result<Policy> null_id = Parse(With(Minimal(), "/tee/sgx/isv_prod_id", nullptr));
+  ASSERT_TRUE(null_id.ok()) << null_id.status().ToString();
+  EXPECT_FALSE(null_id->tee.sgx.isv_prod_id.has_value());
+  Result<Policy> zero_id = Parse(With(Minimal(), "/tee/sgx/isv_prod_id", 0));
+  ASSERT_TRUE(zero_id.ok());
+  EXPECT_EQ(zero_id->tee.sgx.isv_prod_id, 0);
+  EXPECT_NE(PolicyToJson(*zero_id).find(R"("isv_prod_id":0)"), std::string::npos);
+  Result<Policy> again = ParsePolicy(PolicyToJson(*zero_id));
+  ASSERT_TRUE(again.ok());
+  ExpectSamePolicy(*zero_id, *again);
 }
 
 TEST(PolicyTest, RequiredFields) {
@@ -536,6 +614,8 @@ TEST(PolicyTest, SchemaMatchesParser) {
   };
   std::vector<Level> levels = {{"", schema},
                                {"/tee", schema["properties"]["tee"]},
+                               {"/tee/sgx", schema["properties"]["tee"]["properties"]["sgx"]},
+                               {"/tee/snp", schema["properties"]["tee"]["properties"]["snp"]},
                                {"/lease", schema["properties"]["lease"]},
                                {"/output", schema["properties"]["output"]}};
   for (const Level& level : levels) {
@@ -553,10 +633,15 @@ TEST(PolicyTest, SchemaMatchesParser) {
     for (const auto& [name, property] : level.schema["properties"].items()) {
       std::string pointer = level.pointer + "/" + name;
       SCOPED_TRACE(pointer);
-      if (property.contains("default") && property.value("type", "") != "object") {
+      // "type" is a name, or a list of names ("integer" or "null").
+      const Json type = property.value("type", Json(""));
+      auto is = [&type](const char* name) {
+        return type == name || (type.is_array() && std::count(type.begin(), type.end(), name));
+      };
+      if (property.contains("default") && !is("object")) {
         EXPECT_EQ(canonical_defaults[Json::json_pointer(pointer)], property["default"]);
       }
-      if (property.value("type", "") != "integer") continue;
+      if (!is("integer")) continue;
       uint64_t min = property["minimum"], max = property["maximum"];
       EXPECT_TRUE(Parse(With(Minimal(), pointer, min)).ok());
       EXPECT_TRUE(Parse(With(Minimal(), pointer, max)).ok());
@@ -576,6 +661,14 @@ TEST(PolicyTest, SchemaMatchesParser) {
   EXPECT_EQ(schema["properties"]["tee"]["properties"]["accept"]["maxItems"], tees.size());
   EXPECT_EQ(schema["properties"]["description"]["maxLength"], 1024);
   EXPECT_EQ(schema["properties"]["output"]["properties"]["tensor"]["maxLength"], 256);
+  const Json& statuses = schema["properties"]["tee"]["properties"]["tcb_statuses"];
+  EXPECT_EQ(statuses["maxItems"], kTcbStatusNames.size());
+  EXPECT_EQ(statuses["items"]["enum"].size(), kTcbStatusNames.size());
+  for (const Json& name : statuses["items"]["enum"]) {
+    EXPECT_TRUE(Parse(With(Minimal(), "/tee/tcb_statuses", {name})).ok()) << name;
+  }
+  EXPECT_TRUE(Parse(With(Minimal(), "/tee/tcb_statuses", statuses["items"]["enum"])).ok());
+  EXPECT_EQ(Json(DefaultTcbStatuses()), statuses["default"]);
 }
 
 }  // namespace

@@ -1,7 +1,14 @@
 // Shared CLI helpers (see cli_common.h).
 #include "cli/cli_common.h"
 
+#include <arpa/inet.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <thread>
 
 #include "base/file_util.h"
 #include "compiler/onnx_import.h"
@@ -24,6 +31,69 @@ int ExitCodeFor(const Status& status) {
 int ReportError(const Status& status) {
   std::fprintf(stderr, "mlcapsule: error: %s\n", status.message().c_str());
   return ExitCodeFor(status);
+}
+
+Result<ListenAddress> ParseListenAddress(const std::string& text, bool loopback_only) {
+  ListenAddress address;
+  std::string port_text;
+  if (!text.empty() && text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return InvalidArgument("--listen '{}' is not HOST:PORT or [IPV6]:PORT", text);
+    address.host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos || text.find(':') != colon)
+      return InvalidArgument("--listen '{}' is not HOST:PORT or [IPV6]:PORT", text);
+    address.host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+  char* end = nullptr;
+  const long port = std::strtol(port_text.c_str(), &end, 10);
+  if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
+    return InvalidArgument("--listen '{}': port '{}' is not a number in 0..65535", text, port_text);
+  address.port = static_cast<int>(port);
+  if (address.host == "localhost") address.host = "127.0.0.1";
+  in_addr v4{};
+  in6_addr v6{};
+  bool loopback = false;
+  if (::inet_pton(AF_INET, address.host.c_str(), &v4) == 1) {
+    loopback = (ntohl(v4.s_addr) >> 24) == 127;
+    address.url_host = address.host;
+  } else if (::inet_pton(AF_INET6, address.host.c_str(), &v6) == 1) {
+    loopback = IN6_IS_ADDR_LOOPBACK(&v6);
+    address.url_host = "[" + address.host + "]";
+  } else {
+    return InvalidArgument("--listen '{}': '{}' is not an IP address (use 127.0.0.1 or [::1])",
+                           text, address.host);
+  }
+  address.loopback = loopback;
+  if (loopback_only && !loopback)
+    return PermissionDenied(
+        "refusing to listen on {}: not a loopback address. `serve` has no authentication and is "
+        "for apps on this machine; use 127.0.0.1:PORT or [::1]:PORT",
+        text);
+  return address;
+}
+
+bool ServeUntilSignal(const sigset_t& signals, const char* name,
+                      const std::function<bool()>& listen, const std::function<void()>& stop) {
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0 || done) return;
+    std::fprintf(stderr, "%s: %s, stopping\n", name, strsignal(signal_number));
+    while (!done) {  // the server may not have entered its accept loop yet
+      stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  const bool served = listen();
+  done = true;
+  pthread_kill(waiter.native_handle(), SIGTERM);  // wakes it when no signal came
+  waiter.join();
+  return served;
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {

@@ -2,7 +2,10 @@
 // compiled .plan), reading and writing tensors (.pb TensorProto or .npy), parsing shapes.
 #pragma once
 
+#include <signal.h>
 #include <CLI/CLI.hpp>
+
+#include <functional>
 
 #include <memory>
 #include <string>
@@ -33,6 +36,22 @@ int ExitCode();
 int ReportError(const Status& status);
 
 Result<std::vector<int64_t>> ParseDims(const std::string& text);
+
+struct ListenAddress {
+  std::string host;      // for bind(): "127.0.0.1", "::1"
+  int port = 0;          // 0: any free port
+  std::string url_host;  // for the URL: "127.0.0.1", "[::1]"
+  bool loopback = false;
+};
+// --listen HOST:PORT or [IPV6]:PORT (an IP address or localhost; port 0 = any free port). With
+// `loopback_only`, anything but 127.0.0.0/8 and ::1 is refused.
+Result<ListenAddress> ParseListenAddress(const std::string& text, bool loopback_only);
+
+// Runs `listen` (blocking) until it returns or SIGINT/SIGTERM arrives, then calls `stop` (until
+// `listen` returns). `signals` must be blocked in every thread already (pthread_sigmask before
+// any thread starts), so that no work runs in a signal handler. Returns what `listen` returned.
+bool ServeUntilSignal(const sigset_t& signals, const char* name,
+                      const std::function<bool()>& listen, const std::function<void()>& stop);
 bool EndsWith(const std::string& s, const std::string& suffix);
 
 // Loads MODEL: a .plan file, or an .onnx file compiled with `options`.
@@ -50,6 +69,8 @@ void AddBenchCommand(CLI::App& app);
 void AddModelCommands(CLI::App& app);  // compile, infer
 // keygen, pack, inspect, verify, lease {request,issue,install,status}, usage, run
 void AddCapsuleCommands(CLI::App& app);
-void AddServeCommand(CLI::App& app);  // serve (loopback HTTP endpoint)
+void AddServeCommand(CLI::App& app);     // serve (loopback HTTP endpoint)
+void AddServerCommands(CLI::App& app);   // server (license server), admin
+void AddEvidenceCommand(CLI::App& app);  // evidence verify
 
 }  // namespace mlcapsule::cli

@@ -19,6 +19,7 @@
 #include "capsule/policy.h"
 #include "cli/cli_common.h"
 #include "host/client.h"
+#include "host/license_client.h"
 
 namespace mlcapsule::cli {
 namespace {
@@ -353,7 +354,54 @@ struct RunOptions {
   ClientArgs client;
   std::string lease;
   std::vector<std::string> inputs, outputs;
+  std::string server, license, license_file, ca_cert;
 };
+
+Result<std::string> LicenseToken(const RunOptions& o) {
+  if (!o.license.empty()) return o.license;
+  if (!o.license_file.empty()) {
+    MLC_ASSIGN_OR_RETURN(std::string text, ReadFile(o.license_file, 1024));
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    return text;
+  }
+  if (const char* env = std::getenv("MLCAPSULE_LICENSE_TOKEN"); env != nullptr && *env != '\0')
+    return std::string(env);
+  return InvalidArgument(
+      "--server needs a license token: --license TOKEN, --license-file FILE or "
+      "$MLCAPSULE_LICENSE_TOKEN");
+}
+
+// Online: report usage and renew the lease when needed. Offline: say so and go on with the lease
+// the core has.
+Status SyncWithServer(host::Client& client, const RunOptions& o, bool after_run) {
+  MLC_ASSIGN_OR_RETURN(std::string token, LicenseToken(o));
+  MLC_ASSIGN_OR_RETURN(auto server, host::ServerConnection::Open(o.server, {.ca_cert = o.ca_cert}));
+  host::SyncOptions options;
+  if (after_run) options.renew_fraction = 2.0, options.renew_before_seconds = -1;  // report only
+  Result<host::SyncResult> synced = host::SyncLicense(client, *server, token, options);
+  if (!synced.ok()) {
+    // A refused renewal does not take away what the current lease still allows.
+    const host::CoreInfo& info = client.info();
+    if (info.state != host::CoreStateKind::kReady || info.queries_used >= info.query_quota)
+      return synced.status();
+    std::fprintf(stderr, "warning: %s; going on with the current lease (%llu of %llu used)\n",
+                 synced.status().message().c_str(),
+                 static_cast<unsigned long long>(info.queries_used),
+                 static_cast<unsigned long long>(info.query_quota));
+    return Status::Ok();
+  }
+  const host::SyncResult& sync = *synced;
+  if (!sync.online) {
+    std::fprintf(stderr, "license server offline (%s): working offline within the lease\n",
+                 sync.offline_reason.c_str());
+    return Status::Ok();
+  }
+  if (sync.reported)
+    std::fprintf(stderr, "usage synced: %s, %llu queries billed\n", sync.report_outcome.c_str(),
+                 static_cast<unsigned long long>(sync.billed_queries));
+  if (sync.renewed) std::fprintf(stderr, "new lease: %s\n", sync.lease.dump().c_str());
+  return Status::Ok();
+}
 
 void RunRun(const RunOptions& o) {
   auto client = OpenClient(o.client);
@@ -361,6 +409,9 @@ void RunRun(const RunOptions& o) {
   host::Client& c = **client;
   if (!o.lease.empty()) {
     if (Status s = InstallLeaseFile(c, o.lease); !s.ok()) return Fail(s);
+  }
+  if (!o.server.empty()) {
+    if (Status s = SyncWithServer(c, o, /*after_run=*/false); !s.ok()) return Fail(s);
   }
   if (c.info().state != host::CoreStateKind::kReady)
     return Fail(FailedPrecondition(
@@ -396,6 +447,9 @@ void RunRun(const RunOptions& o) {
   std::fprintf(stderr, "queries: %llu of %llu used under license %s\n",
                static_cast<unsigned long long>(info.queries_used),
                static_cast<unsigned long long>(info.query_quota), info.license_id.c_str());
+  if (!o.server.empty()) {
+    if (Status s = SyncWithServer(c, o, /*after_run=*/true); !s.ok()) return Fail(s);
+  }
   if (Status s = c.Close(); !s.ok()) return Fail(s);
 }
 
@@ -505,6 +559,14 @@ void AddCapsuleCommands(CLI::App& app) {
   run_cmd->add_option("-i,--input", run.inputs, "Input tensor files in the model's input order")
       ->required();
   run_cmd->add_option("-o,--output", run.outputs, "Output files (.npy or .pb), one per output");
+  run_cmd->add_option("--server", run.server,
+                      "License server URL: get and renew leases automatically and sync usage "
+                      "(offline, the run goes on within the current lease)");
+  run_cmd->add_option("--license", run.license,
+                      "License token for --server (prefer --license-file or "
+                      "$MLCAPSULE_LICENSE_TOKEN: arguments are visible to other users)");
+  run_cmd->add_option("--license-file", run.license_file, "File holding the license token");
+  run_cmd->add_option("--ca-cert", run.ca_cert, "PEM CA bundle to verify the license server");
   run_cmd->callback([] { RunRun(run); });
 }
 

@@ -54,56 +54,6 @@ struct ServeOptions {
   bool verbose = false;
 };
 
-struct ListenAddress {
-  std::string host;      // for bind(): "127.0.0.1", "::1"
-  int port = 0;          // 0: any free port
-  std::string url_host;  // for the URL: "127.0.0.1", "[::1]"
-};
-
-// HOST:PORT or [IPV6]:PORT; HOST must be a loopback address (127.0.0.0/8, ::1, localhost).
-Result<ListenAddress> ParseListenAddress(const std::string& text) {
-  ListenAddress address;
-  std::string port_text;
-  if (!text.empty() && text[0] == '[') {
-    const size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
-      return InvalidArgument("--listen '{}' is not HOST:PORT or [IPV6]:PORT", text);
-    address.host = text.substr(1, close - 1);
-    port_text = text.substr(close + 2);
-  } else {
-    const size_t colon = text.rfind(':');
-    if (colon == std::string::npos || text.find(':') != colon)
-      return InvalidArgument("--listen '{}' is not HOST:PORT or [IPV6]:PORT", text);
-    address.host = text.substr(0, colon);
-    port_text = text.substr(colon + 1);
-  }
-  char* end = nullptr;
-  const long port = std::strtol(port_text.c_str(), &end, 10);
-  if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
-    return InvalidArgument("--listen '{}': port '{}' is not a number in 0..65535", text, port_text);
-  address.port = static_cast<int>(port);
-  if (address.host == "localhost") address.host = "127.0.0.1";
-  in_addr v4{};
-  in6_addr v6{};
-  bool loopback = false;
-  if (::inet_pton(AF_INET, address.host.c_str(), &v4) == 1) {
-    loopback = (ntohl(v4.s_addr) >> 24) == 127;
-    address.url_host = address.host;
-  } else if (::inet_pton(AF_INET6, address.host.c_str(), &v6) == 1) {
-    loopback = IN6_IS_ADDR_LOOPBACK(&v6);
-    address.url_host = "[" + address.host + "]";
-  } else {
-    return InvalidArgument("--listen '{}': '{}' is not an IP address (use 127.0.0.1 or [::1])",
-                           text, address.host);
-  }
-  if (!loopback)
-    return PermissionDenied(
-        "refusing to listen on {}: not a loopback address. `serve` has no authentication and is "
-        "for apps on this machine; use 127.0.0.1:PORT or [::1]:PORT",
-        text);
-  return address;
-}
-
 // "invalid-argument", "resource-exhausted", ...: the `code` field of error bodies.
 std::string CodeSlug(StatusCode code) {
   std::string slug = StatusCodeName(code);
@@ -522,7 +472,7 @@ class CapsuleEndpoint {
 };
 
 void RunServe(const ServeOptions& o) {
-  Result<ListenAddress> address = ParseListenAddress(o.listen);
+  Result<ListenAddress> address = ParseListenAddress(o.listen, /*loopback_only=*/true);
   if (!address.ok()) {
     ReportError(address.status());
     return SetExitCode(kExitUsage);
@@ -592,23 +542,11 @@ void RunServe(const ServeOptions& o) {
     return SetExitCode(kExitFailure);
   }
 
-  std::atomic<bool> done{false};
-  std::thread waiter([&] {
-    int signal_number = 0;
-    if (sigwait(&signals, &signal_number) != 0 || done) return;
-    std::fprintf(stderr, "mlcapsule serve: %s, stopping\n", strsignal(signal_number));
-    while (!done) {  // the server may not have entered its accept loop yet
-      server.stop();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  });
-
   std::printf("listening on http://%s:%d\n", address->url_host.c_str(), port);
   std::fflush(stdout);
-  const bool served = server.listen_after_bind();
-  done = true;
-  pthread_kill(waiter.native_handle(), SIGTERM);  // wakes it when no signal came
-  waiter.join();
+  const bool served = ServeUntilSignal(
+      signals, "mlcapsule serve", [&] { return server.listen_after_bind(); },
+      [&] { server.stop(); });
 
   Status closed = endpoint.Close();
   if (!closed.ok()) return SetExitCode(ReportError(closed));

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   mlcapsule::cli::AddModelCommands(app);
   mlcapsule::cli::AddCapsuleCommands(app);
   mlcapsule::cli::AddServeCommand(app);
+  mlcapsule::cli::AddServerCommands(app);
+  mlcapsule::cli::AddEvidenceCommand(app);
   mlcapsule::cli::AddConformanceCommand(app);
   mlcapsule::cli::AddBenchCommand(app);
   try {

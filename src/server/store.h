@@ -51,9 +51,9 @@ struct LeaseRecord {
 
 struct LeaseState {
   LeaseRecord lease;
-  uint64_t recorded_count = 0;   // the furthest point reported (the chain base if none)
+  uint64_t recorded_count = 0;  // the furthest point reported (the chain base if none)
   capsule::Digest recorded_head{};
-  uint64_t reports = 0;          // reports recorded for it (any outcome but duplicates)
+  uint64_t reports = 0;  // reports recorded for it (any outcome but duplicates)
 };
 
 struct ProviderRecord {
@@ -184,8 +184,8 @@ class Store {
   // back in order, one per report, and a report's error (an unknown lease) does not fail the
   // others. On acceptance, the alerts the report carries (defense alarms) are stored as alerts
   // of their own kind; a fork stores a "fork" alert.
-  virtual std::vector<Result<ReportResult>> RecordUsageReports(
-      std::span<const PendingReport> batch, int64_t now) = 0;
+  virtual std::vector<Result<ReportResult>> RecordUsageReports(std::span<const PendingReport> batch,
+                                                               int64_t now) = 0;
   Result<ReportResult> RecordUsageReport(const capsule::UsageReport& report,
                                          std::span<const uint8_t> signed_bytes, int64_t now) {
     const PendingReport one{&report, signed_bytes};

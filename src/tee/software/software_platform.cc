@@ -155,24 +155,13 @@ Result<capsule::SecretBytes> LoadOrCreateSealKeyFile(int dir_fd, const std::stri
   return InternalError("{} vanished while it was being created", path);
 }
 
-capsule::SecretBytes KeyedHash(const capsule::SecretBytes& key,
-                               std::initializer_list<std::span<const uint8_t>> parts) {
-  capsule::SecretBytes out(32);
-  crypto_generichash_state state;
-  crypto_generichash_init(&state, key.data(), key.size(), out.size());
-  for (auto part : parts) crypto_generichash_update(&state, part.data(), part.size());
-  crypto_generichash_final(&state, out.data(), out.size());
-  sodium_memzero(&state, sizeof(state));
-  return out;
-}
-
 std::array<uint8_t, kCounterFileBytes> CounterRecord(const capsule::SecretBytes& counter_key,
                                                      uint64_t value) {
   std::array<uint8_t, kCounterFileBytes> record{};
   std::memcpy(record.data(), kCounterMagic.data(), 8);
   std::memcpy(record.data() + 8, &value, 8);  // little-endian (x86-64; the file is per machine)
   capsule::SecretBytes check =
-      KeyedHash(counter_key, {std::span<const uint8_t>(record.data(), 16)});
+      capsule::KeyedHash(counter_key, {std::span<const uint8_t>(record.data(), 16)});
   std::memcpy(record.data() + 16, check.data(), 32);
   return record;
 }
@@ -217,8 +206,8 @@ Result<std::unique_ptr<SoftwarePlatform>> SoftwarePlatform::CreateWithMeasuremen
   platform->measurement_ = measurement;
   MLC_ASSIGN_OR_RETURN(capsule::SecretBytes file_key,
                        LoadOrCreateSealKeyFile(dir_fd.get(), state_dir));
-  platform->sealing_key_ = KeyedHash(file_key, {AsBytes(kSealDomain), measurement});
-  platform->counter_key_ = KeyedHash(file_key, {AsBytes(kCounterDomain)});
+  platform->sealing_key_ = capsule::KeyedHash(file_key, {AsBytes(kSealDomain), measurement});
+  platform->counter_key_ = capsule::KeyedHash(file_key, {AsBytes(kCounterDomain)});
 
   const std::string counter_path = state_dir + "/" + std::string(kCounterFileName);
   const std::string counter_name(kCounterFileName);
