@@ -90,12 +90,11 @@ void RunVerify(const EvidenceOptions& o) {
 
   Result<std::string> evidence_bytes = ReadFile(o.evidence, capsule::kMaxEvidenceBytes);
   if (!evidence_bytes.ok()) return SetExitCode(ReportError(evidence_bytes.status()));
-  // Without a policy only the evidence itself is judged: verified, and not in debug mode.
+  // Without a policy the evidence is judged by the defaults of a policy that accepts its type with
+  // no allow-lists: verified, not in debug mode, an acceptable TCB status, VMPL 0.
   evidence::EvidencePolicy rules;
   rules.type_accepted = type != capsule::EvidenceType::kSoftware;
-  for (std::string_view status : capsule::kTcbStatusNames) rules.tcb_statuses.emplace_back(status);
-  rules.tcb_statuses.emplace_back("Revoked");
-  rules.max_vmpl = 3;
+  rules.tcb_statuses = capsule::DefaultTcbStatuses();
   if (!o.policy.empty()) {
     Result<std::string> policy_text = ReadFile(o.policy, capsule::kMaxPolicyBytes);
     if (!policy_text.ok()) return SetExitCode(ReportError(policy_text.status()));
@@ -173,8 +172,10 @@ void AddEvidenceCommand(CLI::App& app) {
                      "certificates must be valid then");
   verify
       ->add_option("--policy", options.policy,
-                   "Capsule policy JSON to apply (docs/policy.md); without it only the evidence "
-                   "is checked, plus that it is not in debug mode")
+                   "Capsule policy JSON to apply (docs/policy.md); without it the defaults of a "
+                   "policy accepting this type with no allow-lists: not in debug mode, TCB status "
+                   "UpToDate/SWHardeningNeeded/ConfigurationNeeded/"
+                   "ConfigurationAndSWHardeningNeeded, VMPL 0")
       ->check(CLI::ExistingFile);
   verify->add_option("--report-data", options.report_data,
                      "Expected report data (128 hex characters), e.g. the nonce binding");
