@@ -77,6 +77,16 @@ Result<ListenAddress> ParseListenAddress(const std::string& text, bool loopback_
   return address;
 }
 
+sigset_t BlockStopSignals() {
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
 bool ServeUntilSignal(const sigset_t& signals, const char* name,
                       const std::function<bool()>& listen, const std::function<void()>& stop) {
   std::atomic<bool> done{false};

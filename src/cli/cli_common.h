@@ -47,6 +47,10 @@ struct ListenAddress {
 // `loopback_only`, anything but 127.0.0.0/8 and ::1 is refused.
 Result<ListenAddress> ParseListenAddress(const std::string& text, bool loopback_only);
 
+// Ignores SIGPIPE and blocks SIGINT/SIGTERM in this thread and every thread started later (call
+// it before any thread starts); returns the set for ServeUntilSignal.
+sigset_t BlockStopSignals();
+
 // Runs `listen` (blocking) until it returns or SIGINT/SIGTERM arrives, then calls `stop` (until
 // `listen` returns). `signals` must be blocked in every thread already (pthread_sigmask before
 // any thread starts), so that no work runs in a signal handler. Returns what `listen` returned.

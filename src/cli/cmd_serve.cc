@@ -482,12 +482,7 @@ void RunServe(const ServeOptions& o) {
   // handler. Blocking them before the capsule opens defers a signal that comes during the open
   // to a clean stop. (The core process resets its own mask; keeping it alive through a terminal
   // Ctrl-C, which reaches the whole process group, is the process channel's business.)
-  ::signal(SIGPIPE, SIG_IGN);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = BlockStopSignals();
 
   if (Status s = capsule::InitCrypto(); !s.ok()) return SetExitCode(ReportError(s));
   host::ClientOptions options;

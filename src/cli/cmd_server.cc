@@ -102,12 +102,7 @@ void RunServer(const ServerOptions& o) {
     ReportError(address.status());
     return SetExitCode(kExitUsage);
   }
-  ::signal(SIGPIPE, SIG_IGN);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = BlockStopSignals();
 
   auto service = OpenService(o);
   if (!service.ok()) return Fail(service.status());
