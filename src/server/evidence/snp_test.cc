@@ -22,6 +22,7 @@
 #include "capsule/policy.h"
 #include "server/evidence/evidence.h"
 #include "server/evidence/openssl_util.h"
+#include "server/evidence/testing/expect_check.h"
 
 namespace mlcapsule::server::evidence {
 namespace {
@@ -68,15 +69,6 @@ class SnpTest : public ::testing::Test {
   std::vector<uint8_t> report_, vcek_, file_ask_der_, file_ark_der_;
   TrustAnchors anchors_;
 };
-
-// The error's message starts with `check` (the verifier's contract).
-#define EXPECT_FAILS_AT(result, check)                                              \
-  do {                                                                              \
-    const auto& mlc_result = (result);                                              \
-    ASSERT_FALSE(mlc_result.ok()) << "expected failure at " << (check);             \
-    EXPECT_EQ(mlc_result.status().message().rfind(std::string(check) + ":", 0), 0u) \
-        << mlc_result.status().ToString();                                          \
-  } while (0)
 
 capsule::Policy SnpPolicy(bool allow_debug, const std::string& measurement) {
   std::string json = R"({"version":1,"tee":{"accept":["snp"],"measurements":{"snp":[")" +

@@ -16,6 +16,7 @@
 #include "capsule/crypto.h"
 #include "capsule/policy.h"
 #include "server/evidence/evidence.h"
+#include "server/evidence/testing/expect_check.h"
 
 namespace mlcapsule::server::evidence::testing {
 namespace {
@@ -39,14 +40,6 @@ SgxEnclaveSpec Enclave() {
   }
   return enclave;
 }
-
-#define EXPECT_FAILS_AT(result, check)                                              \
-  do {                                                                              \
-    const auto& mlc_result = (result);                                              \
-    ASSERT_FALSE(mlc_result.ok()) << "expected failure at " << (check);             \
-    EXPECT_EQ(mlc_result.status().message().rfind(std::string(check) + ":", 0), 0u) \
-        << mlc_result.status().ToString();                                          \
-  } while (0)
 
 // Makes a PKI with `options`, one quote for Enclave(), and verifies it with the PKI's anchors
 // and collateral at `now`.
