@@ -110,6 +110,21 @@ else
   echo "skip packed capsule seed (mlcapsule keygen/pack failed)" >&2
 fi
 
-for target in onnx_compile plan_loader tensor_parsers capsule_parsers; do
+# ---- evidence: the first byte picks the type (0 sgx, 1 tdx, 2 snp blob, 3 snp report, 4 software,
+# 5 patches of a valid synthetic SGX quote)
+seeds=$out/evidence
+mkdir -p "$seeds"
+vectors=${MLCAPSULE_ATTEST_VECTORS:-$here/../../shared/attest-vectors}
+if [[ -d $vectors ]]; then
+  { printf '\x00'; cat "$vectors/dcap-qvl_sgx_quote.bin"; } >"$seeds/sgx_real"
+  { printf '\x01'; cat "$vectors/dcap-qvl_tdx_quote_v4.bin"; } >"$seeds/tdx_real"
+  { printf '\x03'; cat "$vectors/go-sev-guest_snp_attestation.bin"; } >"$seeds/snp_report"
+else
+  echo "skip the real evidence seeds ($vectors not found)" >&2
+fi
+printf '\x05\x00\x01\x00' >"$seeds/sgx_synthetic_patch"  # one patch of the synthetic quote
+{ printf '\x04MLCSWEV1'; head -c 96 /dev/zero; } >"$seeds/software"
+
+for target in onnx_compile plan_loader tensor_parsers capsule_parsers evidence; do
   echo "$target: $(find "$out/$target" -type f | wc -l) seeds"
 done

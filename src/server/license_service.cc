@@ -162,25 +162,49 @@ json LicenseService::Health() {
 
 // ---- credentials and limits -------------------------------------------------------------------
 
-Result<LicenseRecord> LicenseService::LicenseForToken(std::string_view token) {
+namespace {
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Result<LicenseRecord> LicenseService::LicenseForToken(std::string_view token, bool fresh) {
   if (token.rfind(kLicenseTokenPrefix, 0) != 0)
     return Unauthenticated("a license token (mlclic_...) is required: Authorization: Bearer TOKEN");
-  auto license = store_->FindLicenseByToken(TokenHash(token));
-  if (!license.ok()) {
-    if (license.status().code() == StatusCode::kNotFound)
-      return Unauthenticated("unknown license token");
-    return license.status();
+  const capsule::Digest hash = TokenHash(token);
+  const int64_t now_ms = SteadyMs();
+  std::optional<LicenseRecord> cached;
+  if (!fresh) {
+    std::lock_guard lock(mutex_);
+    auto it = licenses_by_token_.find(hash);
+    if (it != licenses_by_token_.end() &&
+        now_ms - it->second.fetched_ms < kTokenCacheSeconds * 1000)
+      cached = it->second.license;
   }
-  MLC_RETURN_IF_ERROR(RateLimit(*license));
-  return license;
+  if (!cached) {
+    auto license = store_->FindLicenseByToken(hash);
+    if (!license.ok()) {
+      if (license.status().code() == StatusCode::kNotFound)
+        return Unauthenticated("unknown license token");
+      return license.status();
+    }
+    std::lock_guard lock(mutex_);
+    if (licenses_by_token_.size() >= kMaxCachedLicenses) licenses_by_token_.clear();
+    licenses_by_token_[hash] = {*license, now_ms};
+    cached = std::move(license).value();
+  }
+  MLC_RETURN_IF_ERROR(RateLimit(*cached));
+  return std::move(*cached);
 }
 
 Status LicenseService::RateLimit(const LicenseRecord& license) {
   const double per_minute =
       license.rate_per_minute ? license.rate_per_minute : options_.default_rate_per_minute;
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::steady_clock::now().time_since_epoch())
-                             .count();
+  const int64_t now_ms = SteadyMs();
   std::lock_guard lock(mutex_);
   Bucket& bucket = buckets_[license.id];
   if (bucket.last_ms == 0) bucket.tokens = per_minute;  // a full minute's burst to start
@@ -232,7 +256,7 @@ Result<std::shared_ptr<const LicenseService::CapsuleEntry>> LicenseService::Caps
 // ---- client API -------------------------------------------------------------------------------
 
 Result<json> LicenseService::Nonce(std::string_view token) {
-  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token));
+  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token, /*fresh=*/false));
   const int64_t expires_at = Now() + options_.nonce_seconds;
   return json{{"nonce", Hex(nonces_->Mint(expires_at))},
               {"expires_at", expires_at},
@@ -278,7 +302,7 @@ Result<std::string> LicenseService::VerifyHardwareEvidence(const capsule::Eviden
 
 Result<json> LicenseService::Attest(std::string_view token, const json& body) {
   const int64_t now = Now();
-  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token));
+  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token, /*fresh=*/true));
   MLC_ASSIGN_OR_RETURN(Body b, Body::Of(body, {"evidence_request"}));
   MLC_ASSIGN_OR_RETURN(std::string text, b.String("evidence_request", 4 * 1024 * 1024));
   MLC_ASSIGN_OR_RETURN(
@@ -389,7 +413,7 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
 }
 
 Result<json> LicenseService::Usage(std::string_view token, const json& body) {
-  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token));
+  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token, /*fresh=*/false));
   MLC_ASSIGN_OR_RETURN(Body b, Body::Of(body, {"usage_report"}));
   MLC_ASSIGN_OR_RETURN(std::string text, b.String("usage_report", 1024 * 1024));
   MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
@@ -411,7 +435,7 @@ Result<json> LicenseService::Usage(std::string_view token, const json& body) {
 }
 
 Result<json> LicenseService::LicenseStatus(std::string_view token) {
-  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token));
+  MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token, /*fresh=*/true));
   MLC_ASSIGN_OR_RETURN(uint64_t billed, store_->BilledQueries(license.id));
   json j = LicenseJson(license);
   j["billed_queries"] = billed;

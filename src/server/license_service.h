@@ -84,9 +84,14 @@ class LicenseService {
 
  private:
   struct CapsuleEntry;
+  static constexpr int64_t kTokenCacheSeconds = 10;
+  static constexpr size_t kMaxCachedLicenses = 100000;
   LicenseService() = default;
   int64_t Now() const { return options_.clock(); }
-  Result<LicenseRecord> LicenseForToken(std::string_view token);
+  // `fresh`: read the license from the store (attestation: revocation and expiry take effect
+  // at once); otherwise a copy at most kTokenCacheSeconds old may answer (usage reports and
+  // nonces, which never depend on revocation), keeping the store free for the ledger's writes.
+  Result<LicenseRecord> LicenseForToken(std::string_view token, bool fresh);
   Status RateLimit(const LicenseRecord& license);
   Result<std::shared_ptr<const CapsuleEntry>> Capsule(const capsule::CapsuleId& id);
   Result<std::string> VerifyHardwareEvidence(const capsule::EvidenceRequest& request,
@@ -102,6 +107,11 @@ class LicenseService {
 
   std::mutex mutex_;  // guards the caches and rate buckets below
   std::map<capsule::CapsuleId, std::shared_ptr<const CapsuleEntry>> capsules_;
+  struct CachedLicense {
+    LicenseRecord license;
+    int64_t fetched_ms = 0;
+  };
+  std::map<capsule::Digest, CachedLicense> licenses_by_token_;
   struct Bucket {
     double tokens = 0;
     int64_t last_ms = 0;
