@@ -43,7 +43,8 @@ const char* CodeName(StatusCode code) {
 
 void SendJson(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  // Replace rather than throw on text that is not UTF-8 (an error message may quote input).
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
 void SendError(httplib::Response& res, const Status& status) {
