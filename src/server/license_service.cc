@@ -336,13 +336,13 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
           "renewal refused: the usage report forks the usage chain ({}); an alert was raised",
           recorded.detail);
   }
-  MLC_ASSIGN_OR_RETURN(bool fork, store_->HasFork(license.id));
-  if (fork)
+  MLC_ASSIGN_OR_RETURN(Store::RenewalState state, store_->LicenseRenewalState(license.id));
+  if (state.fork)
     return PermissionDenied(
         "renewal blocked: license {} has an unresolved fork alert (a rolled-back or cloned "
         "client); the operator must resolve it",
         license.id);
-  MLC_ASSIGN_OR_RETURN(std::optional<LeaseState> latest, store_->LatestLease(license.id));
+  const std::optional<LeaseState>& latest = state.latest;
   if (latest) {
     if (report && report->lease_id != latest->lease.lease_id)
       return FailedPrecondition(
@@ -354,7 +354,7 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
           "the report for the current one (attach it to the evidence request)",
           Hex(latest->lease.lease_id), latest->lease.sequence);
   }
-  MLC_ASSIGN_OR_RETURN(uint64_t billed, store_->BilledQueries(license.id));
+  const uint64_t billed = state.billed;
   const uint64_t left = billed >= license.query_quota ? 0 : license.query_quota - billed;
   if (left == 0)
     return ResourceExhausted("license {} has used its quota: {} of {} queries billed", license.id,

@@ -6,6 +6,7 @@
 #include <pqxx/pqxx>
 
 #include <algorithm>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
@@ -170,6 +171,10 @@ constexpr const char* kBatchSequences = "mlc_batch_sequences";
 constexpr const char* kBatchInsert = "mlc_batch_insert";
 constexpr const char* kBatchMove = "mlc_batch_move";
 constexpr const char* kAlertInsert = "mlc_alert_insert";
+// Connections per store (per server instance): enough for the HTTP threads' reads and lease
+// writes to overlap with the report batches on a small machine, few enough for PostgreSQL's
+// default max_connections (100) to serve a dozen instances.
+constexpr int kPostgresConnections = 8;
 
 // A text[] or bigint[] literal of values that need no quoting (hex strings, numbers).
 template <typename T>
@@ -185,23 +190,64 @@ std::string ArrayLiteral(const std::vector<T>& values) {
   return array + "}";
 }
 
+// A lease and what is recorded for it, as LeaseStateFromRow reads them.
+constexpr const char* kLeaseStateColumns =
+    "encode(lease_id, 'hex'), license_id, encode(capsule_id, 'hex'), sequence, "
+    "chain_base_count, encode(chain_base, 'hex'), encode(core_key, 'hex'), query_quota, "
+    "issued_at, expires_at, encode(nonce, 'hex'), recorded_count, encode(recorded_head, 'hex'), "
+    "(SELECT COUNT(*) FROM usage_reports r WHERE r.lease_id = l.lease_id) AS reports";
+constexpr const char* kLatestLeaseFrom =
+    " FROM leases l WHERE license_id = $1 ORDER BY sequence DESC LIMIT 1";
+
+Result<LeaseState> LeaseStateFromRow(const pqxx::row& row, int first,
+                                     const std::string& license_id) {
+  LeaseState state;
+  LeaseRecord& lease = state.lease;
+  lease.license_id = row[first + 1].c_str();
+  lease.sequence = row[first + 3].as<uint64_t>();
+  lease.chain_base_count = row[first + 4].as<uint64_t>();
+  lease.query_quota = row[first + 7].as<uint64_t>();
+  lease.issued_at = row[first + 8].as<int64_t>();
+  lease.expires_at = row[first + 9].as<int64_t>();
+  state.recorded_count = row[first + 11].as<uint64_t>();
+  state.reports = row[first + 13].as<uint64_t>();
+  if (!FromHexField(row[first], &lease.lease_id) ||
+      !FromHexField(row[first + 2], &lease.capsule_id) ||
+      !FromHexField(row[first + 5], &lease.chain_base) ||
+      !FromHexField(row[first + 6], &lease.core_signing_key) ||
+      !FromHexFieldOrNull(row[first + 10], &lease.nonce) ||
+      !FromHexField(row[first + 12], &state.recorded_head))
+    return DataLoss("the latest lease of license {} has a malformed stored field", license_id);
+  return state;
+}
+
 class PgStore final : public Store {
  public:
-  explicit PgStore(std::unique_ptr<pqxx::connection> connection)
-      : connection_(std::move(connection)) {
+  // Connections are opened up front; each request takes one for one transaction, so reads,
+  // lease writes and the report batches of one instance run side by side (PostgreSQL's own group
+  // commit then shares WAL flushes between them).
+  explicit PgStore(std::vector<std::unique_ptr<pqxx::connection>> connections)
+      : connections_(std::move(connections)) {
+    for (auto& connection : connections_) {
+      Configure(*connection);
+      free_.push_back(connection.get());
+    }
+  }
+
+  static void Configure(pqxx::connection& connection) {
     // Plan every execution with the statement's values and the tables' current sizes: a generic
     // plan made while a table was small (a sequential scan) would stay in the plan cache as the
     // table grows to millions of reports. (PostgreSQL 12 and later; older servers keep their
     // default.) libpqxx sets it again if it reconnects.
     try {
-      connection_->set_variable("plan_cache_mode", "force_custom_plan");
+      connection.set_variable("plan_cache_mode", "force_custom_plan");
     } catch (const std::exception&) {
     }
     // Registered now, prepared by the server on first use (after Migrate).
     // Locks the batch's leases in one statement and in lease id order, so two instances whose
     // batches share leases wait for each other instead of deadlocking. A row that another
     // transaction changed while this one waited is returned as that transaction committed it.
-    connection_->prepare(
+    connection.prepare(
         kBatchLeases,
         "SELECT encode(lease_id, 'hex'), license_id, encode(capsule_id, 'hex'), "
         "chain_base_count, encode(chain_base, 'hex'), encode(core_key, 'hex'), recorded_count, "
@@ -209,15 +255,15 @@ class PgStore final : public Store {
         "'hex') FROM unnest($1::text[]) AS h)) ORDER BY lease_id FOR UPDATE");
     // These run after the leases are locked, so their snapshots see every report that an
     // earlier holder of a lock committed.
-    connection_->prepare(kBatchDigests,
-                         "SELECT encode(digest, 'hex') FROM usage_reports WHERE digest = "
-                         "ANY(ARRAY(SELECT decode(h, 'hex') FROM unnest($1::text[]) AS h))");
-    connection_->prepare(
+    connection.prepare(kBatchDigests,
+                       "SELECT encode(digest, 'hex') FROM usage_reports WHERE digest = "
+                       "ANY(ARRAY(SELECT decode(h, 'hex') FROM unnest($1::text[]) AS h))");
+    connection.prepare(
         kBatchSequences,
         "SELECT t.lease, t.sequence FROM unnest($1::text[], $2::bigint[]) AS t(lease, sequence) "
         "WHERE EXISTS(SELECT 1 FROM usage_reports r WHERE r.lease_id = decode(t.lease, 'hex') "
         "AND r.report_sequence = t.sequence)");
-    connection_->prepare(
+    connection.prepare(
         kBatchInsert,
         "INSERT INTO usage_reports(digest, lease_id, license_id, report_sequence, to_count, "
         "to_head, outcome, billed, created_at, bytes) SELECT decode(t.digest, 'hex'), "
@@ -226,12 +272,12 @@ class PgStore final : public Store {
         "t.billed, $9, decode(t.bytes, 'hex') FROM unnest($1::text[], $2::text[], $3::bigint[], "
         "$4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[]) AS t(digest, lease, "
         "sequence, to_count, to_head, outcome, billed, bytes)");
-    connection_->prepare(
+    connection.prepare(
         kBatchMove,
         "UPDATE leases SET recorded_count = t.count, recorded_head = decode(t.head, 'hex') FROM "
         "unnest($1::text[], $2::bigint[], $3::text[]) AS t(lease, count, head) WHERE "
         "leases.lease_id = decode(t.lease, 'hex')");
-    connection_->prepare(
+    connection.prepare(
         kAlertInsert,
         "INSERT INTO alerts(license_id, kind, detail, created_at) VALUES($1, $2, $3, $4)");
   }
@@ -343,7 +389,7 @@ class PgStore final : public Store {
   }
 
   Result<CapsuleRecord> GetCapsule(const capsule::CapsuleId& capsule_id) override {
-    return Transact("looking up a capsule", [&](pqxx::work& tx) -> Result<CapsuleRecord> {
+    return Read("looking up a capsule", [&](pqxx::transaction_base& tx) -> Result<CapsuleRecord> {
       pqxx::result r = tx.exec_params(
           "SELECT encode(capsule_id, 'hex'), provider_id, name, encode(header, 'hex'), "
           "encode(wrapped_key, 'hex'), created_at FROM capsules WHERE capsule_id = "
@@ -398,7 +444,7 @@ class PgStore final : public Store {
   }
 
   Result<LicenseRecord> GetLicense(const std::string& id) override {
-    return Transact("looking up a license", [&](pqxx::work& tx) -> Result<LicenseRecord> {
+    return Read("looking up a license", [&](pqxx::transaction_base& tx) -> Result<LicenseRecord> {
       pqxx::result r =
           tx.exec_params(fmt::format("SELECT {} FROM licenses WHERE id = $1", kLicenseColumns), id);
       if (r.empty()) return NotFound("no license {}", id);
@@ -407,14 +453,15 @@ class PgStore final : public Store {
   }
 
   Result<LicenseRecord> FindLicenseByToken(const capsule::Digest& token_hash) override {
-    return Transact("looking up a license token", [&](pqxx::work& tx) -> Result<LicenseRecord> {
-      pqxx::result r =
-          tx.exec_params(fmt::format("SELECT {} FROM licenses WHERE token_hash = decode($1, 'hex')",
-                                     kLicenseColumns),
-                         Hex(token_hash));
-      if (r.empty()) return NotFound("no license has this token");
-      return ReadLicense(r[0]);
-    });
+    return Read("looking up a license token",
+                [&](pqxx::transaction_base& tx) -> Result<LicenseRecord> {
+                  pqxx::result r = tx.exec_params(
+                      fmt::format("SELECT {} FROM licenses WHERE token_hash = decode($1, 'hex')",
+                                  kLicenseColumns),
+                      Hex(token_hash));
+                  if (r.empty()) return NotFound("no license has this token");
+                  return ReadLicense(r[0]);
+                });
   }
 
   Result<std::vector<LicenseRecord>> ListLicenses(const std::string& customer_id) override {
@@ -516,51 +563,49 @@ class PgStore final : public Store {
   }
 
   Result<std::optional<LeaseState>> LatestLease(const std::string& license_id) override {
-    return Transact(
-        "looking up the latest lease", [&](pqxx::work& tx) -> Result<std::optional<LeaseState>> {
-          pqxx::result r = tx.exec_params(
-              "SELECT encode(lease_id, 'hex'), license_id, encode(capsule_id, 'hex'), sequence, "
-              "chain_base_count, encode(chain_base, 'hex'), encode(core_key, 'hex'), "
-              "query_quota, issued_at, expires_at, encode(nonce, 'hex'), recorded_count, "
-              "encode(recorded_head, 'hex'), (SELECT COUNT(*) FROM usage_reports r WHERE "
-              "r.lease_id = l.lease_id) FROM leases l WHERE license_id = $1 ORDER BY sequence "
-              "DESC LIMIT 1",
-              license_id);
-          if (r.empty()) return std::optional<LeaseState>();
-          const pqxx::row row = r[0];
-          LeaseState state;
-          LeaseRecord& lease = state.lease;
-          lease.license_id = row[1].c_str();
-          lease.sequence = row[3].as<uint64_t>();
-          lease.chain_base_count = row[4].as<uint64_t>();
-          lease.query_quota = row[7].as<uint64_t>();
-          lease.issued_at = row[8].as<int64_t>();
-          lease.expires_at = row[9].as<int64_t>();
-          state.recorded_count = row[11].as<uint64_t>();
-          state.reports = row[13].as<uint64_t>();
-          if (!FromHexField(row[0], &lease.lease_id) || !FromHexField(row[2], &lease.capsule_id) ||
-              !FromHexField(row[5], &lease.chain_base) ||
-              !FromHexField(row[6], &lease.core_signing_key) ||
-              !FromHexFieldOrNull(row[10], &lease.nonce) ||
-              !FromHexField(row[12], &state.recorded_head))
-            return DataLoss("the latest lease of license {} has a malformed stored field",
-                            license_id);
-          return std::optional<LeaseState>(std::move(state));
-        });
+    return Read("looking up the latest lease",
+                [&](pqxx::transaction_base& tx) -> Result<std::optional<LeaseState>> {
+                  pqxx::result r = tx.exec_params(
+                      std::string("SELECT ") + kLeaseStateColumns + kLatestLeaseFrom, license_id);
+                  if (r.empty()) return std::optional<LeaseState>();
+                  MLC_ASSIGN_OR_RETURN(LeaseState state, LeaseStateFromRow(r[0], 0, license_id));
+                  return std::optional<LeaseState>(std::move(state));
+                });
+  }
+
+  Result<RenewalState> LicenseRenewalState(const std::string& license_id) override {
+    return Read("reading a license's renewal state",
+                [&](pqxx::transaction_base& tx) -> Result<RenewalState> {
+                  pqxx::result r = tx.exec_params(
+                      std::string("SELECT EXISTS(SELECT 1 FROM alerts WHERE license_id = $1 AND "
+                                  "kind = 'fork' AND NOT resolved), (SELECT "
+                                  "COALESCE(SUM(recorded_count - chain_base_count), 0) FROM "
+                                  "leases WHERE license_id = $1), latest.* FROM (SELECT 1) AS "
+                                  "one LEFT JOIN LATERAL (SELECT ") +
+                          kLeaseStateColumns + kLatestLeaseFrom + ") AS latest ON TRUE",
+                      license_id);
+                  RenewalState state;
+                  state.fork = r[0][0].as<bool>();
+                  state.billed = r[0][1].as<uint64_t>();
+                  if (!r[0][2].is_null()) {
+                    MLC_ASSIGN_OR_RETURN(state.latest, LeaseStateFromRow(r[0], 2, license_id));
+                  }
+                  return state;
+                });
   }
 
   // --- usage
 
   std::vector<Result<ReportResult>> RecordUsageReports(std::span<const PendingReport> batch,
                                                        int64_t now) override {
-    std::lock_guard lock(mutex_);
+    Connection connection(this);
     if (batch.size() > 1) {
       // The group commit: one transaction for the batch. Expected outcomes (an unknown lease, a
       // duplicate) are found by looking first, so no statement fails on them; a statement that
       // fails anyway (a concurrent instance, a lost connection) aborts the transaction, and the
       // reports are recorded one per transaction instead.
       try {
-        pqxx::work tx(*connection_);
+        pqxx::work tx(*connection);
         std::vector<Result<ReportResult>> results = RecordInTransaction(tx, batch, now);
         tx.commit();
         return results;
@@ -570,23 +615,27 @@ class PgStore final : public Store {
     std::vector<Result<ReportResult>> results;
     results.reserve(batch.size());
     for (const PendingReport& pending : batch)
-      results.push_back(
-          TransactLocked("recording a usage report", [&](pqxx::work& tx) -> Result<ReportResult> {
+      results.push_back(TransactOn(
+          *connection, "recording a usage report", [&](pqxx::work& tx) -> Result<ReportResult> {
             return std::move(RecordInTransaction(tx, std::span(&pending, 1), now).front());
           }));
     return results;
   }
 
   Result<uint64_t> BilledQueries(const std::string& license_id) override {
-    return Transact("summing billed queries", [&](pqxx::work& tx) -> Result<uint64_t> {
+    return Read("summing billed queries", [&](pqxx::transaction_base& tx) -> Result<uint64_t> {
+      // Per lease, the accepted reports billed exactly how far its recorded point moved from its
+      // chain point (ledger.h), so this sums one row per lease, not one per report.
       pqxx::result r = tx.exec_params(
-          "SELECT COALESCE(SUM(billed), 0) FROM usage_reports WHERE license_id = $1", license_id);
+          "SELECT COALESCE(SUM(recorded_count - chain_base_count), 0) FROM leases WHERE "
+          "license_id = $1",
+          license_id);
       return r[0][0].as<uint64_t>();
     });
   }
 
   Result<bool> HasFork(const std::string& license_id) override {
-    return Transact("looking for forks", [&](pqxx::work& tx) -> Result<bool> {
+    return Read("looking for forks", [&](pqxx::transaction_base& tx) -> Result<bool> {
       pqxx::result r = tx.exec_params(
           "SELECT COUNT(*) FROM alerts WHERE license_id = $1 AND kind = 'fork' AND NOT resolved",
           license_id);
@@ -662,15 +711,27 @@ class PgStore final : public Store {
   // into a Status naming `what`.
   template <typename Body>
   auto Transact(const char* what, Body&& body) -> decltype(body(std::declval<pqxx::work&>())) {
-    std::lock_guard lock(mutex_);
-    return TransactLocked(what, std::forward<Body>(body));
+    Connection connection(this);
+    return TransactOn(*connection, what, std::forward<Body>(body));
   }
-  // The same, for a caller that holds mutex_.
+  // A read of one statement: no BEGIN/COMMIT round trips (the statement is its own snapshot).
   template <typename Body>
-  auto TransactLocked(const char* what, Body&& body)
+  auto Read(const char* what, Body&& body)
+      -> decltype(body(std::declval<pqxx::transaction_base&>())) {
+    Connection connection(this);
+    try {
+      pqxx::nontransaction tx(*connection);
+      return body(tx);
+    } catch (const std::exception& e) {
+      return IoError("postgresql: {} failed: {}", what, FirstLine(e.what()));
+    }
+  }
+  // The same on a connection the caller holds.
+  template <typename Body>
+  auto TransactOn(pqxx::connection& connection, const char* what, Body&& body)
       -> decltype(body(std::declval<pqxx::work&>())) {
     try {
-      pqxx::work tx(*connection_);
+      pqxx::work tx(connection);
       auto result = body(tx);
       if (StatusOf(result).ok()) tx.commit();
       return result;
@@ -853,16 +914,46 @@ class PgStore final : public Store {
     return license;
   }
 
-  std::mutex mutex_;  // one connection, one transaction at a time
-  std::unique_ptr<pqxx::connection> connection_;
+  // A connection taken from the pool for one transaction (or a batch and its fallback), given
+  // back on destruction; waits while every connection is in use.
+  class Connection {
+   public:
+    explicit Connection(PgStore* store) : store_(store) {
+      std::unique_lock lock(store_->pool_mutex_);
+      store_->pool_free_.wait(lock, [&] { return !store_->free_.empty(); });
+      connection_ = store_->free_.back();
+      store_->free_.pop_back();
+    }
+    ~Connection() {
+      {
+        std::lock_guard lock(store_->pool_mutex_);
+        store_->free_.push_back(connection_);
+      }
+      store_->pool_free_.notify_one();
+    }
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+    pqxx::connection& operator*() { return *connection_; }
+
+   private:
+    PgStore* store_;
+    pqxx::connection* connection_;
+  };
+
+  std::vector<std::unique_ptr<pqxx::connection>> connections_;
+  std::mutex pool_mutex_;
+  std::condition_variable pool_free_;
+  std::vector<pqxx::connection*> free_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url) {
   try {
-    auto connection = std::make_unique<pqxx::connection>(url);
-    return std::unique_ptr<Store>(std::make_unique<PgStore>(std::move(connection)));
+    std::vector<std::unique_ptr<pqxx::connection>> connections;
+    for (int i = 0; i < kPostgresConnections; ++i)
+      connections.push_back(std::make_unique<pqxx::connection>(url));
+    return std::unique_ptr<Store>(std::make_unique<PgStore>(std::move(connections)));
   } catch (const std::exception& e) {
     return IoError("cannot connect to PostgreSQL at {}: {}", url, e.what());
   }

@@ -621,8 +621,11 @@ class SqliteStore final : public Store {
 
   Result<uint64_t> BilledQueries(const std::string& license_id) override {
     std::lock_guard lock(mutex_);
-    Statement q =
-        Prepare("SELECT COALESCE(SUM(billed), 0) FROM usage_reports WHERE license_id = ?");
+    // Per lease, the accepted reports billed exactly how far its recorded point moved from its
+    // chain point (ledger.h), so this sums one row per lease, not one per report.
+    Statement q = Prepare(
+        "SELECT COALESCE(SUM(recorded_count - chain_base_count), 0) FROM leases WHERE "
+        "license_id = ?");
     if (!q.ok()) return Error("preparing the billing query");
     q.Bind(1, license_id);
     if (q.Step() != SQLITE_ROW) return Error("summing billed queries");

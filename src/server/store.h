@@ -195,6 +195,22 @@ class Store {
   virtual Result<uint64_t> BilledQueries(const std::string& license_id) = 0;
   // Whether a license has an unresolved fork (renewal is blocked while it does).
   virtual Result<bool> HasFork(const std::string& license_id) = 0;
+  // What an attestation needs to know of a license in one read: its unresolved fork, its latest
+  // lease and the queries billed so far. (The default asks the three methods above; a back end
+  // with a round trip per call does it in one statement.)
+  struct RenewalState {
+    bool fork = false;
+    std::optional<LeaseState> latest;
+    uint64_t billed = 0;
+  };
+  virtual Result<RenewalState> LicenseRenewalState(const std::string& license_id) {
+    RenewalState state;
+    MLC_ASSIGN_OR_RETURN(state.fork, HasFork(license_id));
+    MLC_ASSIGN_OR_RETURN(state.latest, LatestLease(license_id));
+    MLC_ASSIGN_OR_RETURN(state.billed, BilledQueries(license_id));
+    return state;
+  }
+
   // Alerts in id order with id > after_id; license_id "" means every license.
   virtual Result<std::vector<AlertRecord>> Alerts(const std::string& license_id,
                                                   int64_t after_id = 0) = 0;

@@ -494,6 +494,24 @@ TEST_P(StoreTest, LatestLeaseIsTheHighestSequenceWithItsRecordedPoint) {
   EXPECT_EQ((*latest)->recorded_head, capsule::ParseAndVerifyUsageReport(on_second)->to_head);
   EXPECT_EQ((*latest)->reports, 2u);
   EXPECT_EQ(*store_->BilledQueries("license-1"), 14u);
+
+  // The attestation's one read agrees with the three it stands for.
+  auto renewal = store_->LicenseRenewalState("license-1");
+  ASSERT_TRUE(renewal.ok()) << renewal.status().ToString();
+  EXPECT_FALSE(renewal->fork);
+  EXPECT_EQ(renewal->billed, 14u);
+  ASSERT_TRUE(renewal->latest.has_value());
+  EXPECT_EQ(renewal->latest->lease.lease_id, second.lease_id);
+  EXPECT_EQ(renewal->latest->lease.nonce, second.nonce);
+  EXPECT_EQ(renewal->latest->recorded_count, 14u);
+  EXPECT_EQ(renewal->latest->reports, 2u);
+  ASSERT_TRUE(store_->RaiseAlert("license-1", "fork", "a test fork", 1700).ok());
+  EXPECT_TRUE(store_->LicenseRenewalState("license-1")->fork);
+  auto fresh = store_->LicenseRenewalState("license-9");  // no lease, nothing billed
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_FALSE(fresh->fork);
+  EXPECT_FALSE(fresh->latest.has_value());
+  EXPECT_EQ(fresh->billed, 0u);
 }
 
 TEST_P(StoreTest, ReportsAreBilledOnceAndRetriesAreDuplicates) {
