@@ -389,15 +389,16 @@ class PgStore final : public Store {
   }
 
   Result<CapsuleRecord> GetCapsule(const capsule::CapsuleId& capsule_id) override {
-    return Read("looking up a capsule", [&](pqxx::transaction_base& tx) -> Result<CapsuleRecord> {
-      pqxx::result r = tx.exec_params(
-          "SELECT encode(capsule_id, 'hex'), provider_id, name, encode(header, 'hex'), "
-          "encode(wrapped_key, 'hex'), created_at FROM capsules WHERE capsule_id = "
-          "decode($1, 'hex')",
-          Hex(capsule_id));
-      if (r.empty()) return NotFound("no capsule {}", Hex(capsule_id));
-      return ReadCapsule(r[0]);
-    });
+    return OneStatement(
+        "looking up a capsule", [&](pqxx::transaction_base& tx) -> Result<CapsuleRecord> {
+          pqxx::result r = tx.exec_params(
+              "SELECT encode(capsule_id, 'hex'), provider_id, name, encode(header, 'hex'), "
+              "encode(wrapped_key, 'hex'), created_at FROM capsules WHERE capsule_id = "
+              "decode($1, 'hex')",
+              Hex(capsule_id));
+          if (r.empty()) return NotFound("no capsule {}", Hex(capsule_id));
+          return ReadCapsule(r[0]);
+        });
   }
 
   Result<std::vector<CapsuleRecord>> ListCapsules() override {
@@ -444,24 +445,25 @@ class PgStore final : public Store {
   }
 
   Result<LicenseRecord> GetLicense(const std::string& id) override {
-    return Read("looking up a license", [&](pqxx::transaction_base& tx) -> Result<LicenseRecord> {
-      pqxx::result r =
-          tx.exec_params(fmt::format("SELECT {} FROM licenses WHERE id = $1", kLicenseColumns), id);
-      if (r.empty()) return NotFound("no license {}", id);
-      return ReadLicense(r[0]);
-    });
+    return OneStatement(
+        "looking up a license", [&](pqxx::transaction_base& tx) -> Result<LicenseRecord> {
+          pqxx::result r = tx.exec_params(
+              fmt::format("SELECT {} FROM licenses WHERE id = $1", kLicenseColumns), id);
+          if (r.empty()) return NotFound("no license {}", id);
+          return ReadLicense(r[0]);
+        });
   }
 
   Result<LicenseRecord> FindLicenseByToken(const capsule::Digest& token_hash) override {
-    return Read("looking up a license token",
-                [&](pqxx::transaction_base& tx) -> Result<LicenseRecord> {
-                  pqxx::result r = tx.exec_params(
-                      fmt::format("SELECT {} FROM licenses WHERE token_hash = decode($1, 'hex')",
-                                  kLicenseColumns),
-                      Hex(token_hash));
-                  if (r.empty()) return NotFound("no license has this token");
-                  return ReadLicense(r[0]);
-                });
+    return OneStatement(
+        "looking up a license token", [&](pqxx::transaction_base& tx) -> Result<LicenseRecord> {
+          pqxx::result r = tx.exec_params(
+              fmt::format("SELECT {} FROM licenses WHERE token_hash = decode($1, 'hex')",
+                          kLicenseColumns),
+              Hex(token_hash));
+          if (r.empty()) return NotFound("no license has this token");
+          return ReadLicense(r[0]);
+        });
   }
 
   Result<std::vector<LicenseRecord>> ListLicenses(const std::string& customer_id) override {
@@ -531,18 +533,7 @@ class PgStore final : public Store {
 
   Status RecordLease(const LeaseRecord& lease) override {
     MLC_RETURN_IF_ERROR(CheckLeaseForStorage(lease));
-    const auto record = [&](pqxx::work& tx) -> Status {
-      if (!tx.exec_params("SELECT 1 FROM leases WHERE nonce = decode($1, 'hex')", Hex(lease.nonce))
-               .empty())
-        return NonceAlreadyUsed(lease.nonce);
-      if (!tx.exec_params("SELECT 1 FROM leases WHERE license_id = $1 AND sequence = $2",
-                          lease.license_id, static_cast<int64_t>(lease.sequence))
-               .empty())
-        return LeaseSequenceTaken(lease.license_id, lease.sequence);
-      if (!tx.exec_params("SELECT 1 FROM leases WHERE lease_id = decode($1, 'hex')",
-                          Hex(lease.lease_id))
-               .empty())
-        return AlreadyExists("lease {} is already recorded", Hex(lease.lease_id));
+    const auto insert = [&](pqxx::transaction_base& tx) -> Status {
       tx.exec_params(
           "INSERT INTO leases(lease_id, license_id, capsule_id, sequence, chain_base_count, "
           "chain_base, core_key, query_quota, issued_at, expires_at, nonce, recorded_count, "
@@ -555,43 +546,59 @@ class PgStore final : public Store {
           Hex(lease.nonce));
       return Status::Ok();
     };
-    Status status = Transact("storing a lease", record);
-    // When another instance recorded a conflicting lease between the checks and the insert (a
-    // unique violation), the checks, run again, see it and say which conflict it is.
-    if (status.code() == StatusCode::kAlreadyExists) return Transact("storing a lease", record);
-    return status;
+    // The common case is one statement. A unique violation (a reused nonce, a taken sequence)
+    // writes nothing; the checks below then say which conflict it was.
+    Status status = OneStatement("storing a lease", insert);
+    if (status.code() != StatusCode::kAlreadyExists) return status;
+    const auto record = [&](pqxx::work& tx) -> Status {
+      if (!tx.exec_params("SELECT 1 FROM leases WHERE nonce = decode($1, 'hex')", Hex(lease.nonce))
+               .empty())
+        return NonceAlreadyUsed(lease.nonce);
+      if (!tx.exec_params("SELECT 1 FROM leases WHERE license_id = $1 AND sequence = $2",
+                          lease.license_id, static_cast<int64_t>(lease.sequence))
+               .empty())
+        return LeaseSequenceTaken(lease.license_id, lease.sequence);
+      if (!tx.exec_params("SELECT 1 FROM leases WHERE lease_id = decode($1, 'hex')",
+                          Hex(lease.lease_id))
+               .empty())
+        return AlreadyExists("lease {} is already recorded", Hex(lease.lease_id));
+      return insert(tx);  // the conflict is gone (the other transaction rolled back)
+    };
+    return Transact("storing a lease", record);
   }
 
   Result<std::optional<LeaseState>> LatestLease(const std::string& license_id) override {
-    return Read("looking up the latest lease",
-                [&](pqxx::transaction_base& tx) -> Result<std::optional<LeaseState>> {
-                  pqxx::result r = tx.exec_params(
-                      std::string("SELECT ") + kLeaseStateColumns + kLatestLeaseFrom, license_id);
-                  if (r.empty()) return std::optional<LeaseState>();
-                  MLC_ASSIGN_OR_RETURN(LeaseState state, LeaseStateFromRow(r[0], 0, license_id));
-                  return std::optional<LeaseState>(std::move(state));
-                });
+    return OneStatement(
+        "looking up the latest lease",
+        [&](pqxx::transaction_base& tx) -> Result<std::optional<LeaseState>> {
+          pqxx::result r = tx.exec_params(
+              std::string("SELECT ") + kLeaseStateColumns + kLatestLeaseFrom, license_id);
+          if (r.empty()) return std::optional<LeaseState>();
+          MLC_ASSIGN_OR_RETURN(LeaseState state, LeaseStateFromRow(r[0], 0, license_id));
+          return std::optional<LeaseState>(std::move(state));
+        });
   }
 
   Result<RenewalState> LicenseRenewalState(const std::string& license_id) override {
-    return Read("reading a license's renewal state",
-                [&](pqxx::transaction_base& tx) -> Result<RenewalState> {
-                  pqxx::result r = tx.exec_params(
-                      std::string("SELECT EXISTS(SELECT 1 FROM alerts WHERE license_id = $1 AND "
-                                  "kind = 'fork' AND NOT resolved), (SELECT "
-                                  "COALESCE(SUM(recorded_count - chain_base_count), 0) FROM "
-                                  "leases WHERE license_id = $1), latest.* FROM (SELECT 1) AS "
-                                  "one LEFT JOIN LATERAL (SELECT ") +
-                          kLeaseStateColumns + kLatestLeaseFrom + ") AS latest ON TRUE",
-                      license_id);
-                  RenewalState state;
-                  state.fork = r[0][0].as<bool>();
-                  state.billed = r[0][1].as<uint64_t>();
-                  if (!r[0][2].is_null()) {
-                    MLC_ASSIGN_OR_RETURN(state.latest, LeaseStateFromRow(r[0], 2, license_id));
-                  }
-                  return state;
-                });
+    return OneStatement(
+        "reading a license's renewal state",
+        [&](pqxx::transaction_base& tx) -> Result<RenewalState> {
+          pqxx::result r = tx.exec_params(
+              std::string("SELECT EXISTS(SELECT 1 FROM alerts WHERE license_id = $1 AND "
+                          "kind = 'fork' AND NOT resolved), (SELECT "
+                          "COALESCE(SUM(recorded_count - chain_base_count), 0) FROM "
+                          "leases WHERE license_id = $1), latest.* FROM (SELECT 1) AS "
+                          "one LEFT JOIN LATERAL (SELECT ") +
+                  kLeaseStateColumns + kLatestLeaseFrom + ") AS latest ON TRUE",
+              license_id);
+          RenewalState state;
+          state.fork = r[0][0].as<bool>();
+          state.billed = r[0][1].as<uint64_t>();
+          if (!r[0][2].is_null()) {
+            MLC_ASSIGN_OR_RETURN(state.latest, LeaseStateFromRow(r[0], 2, license_id));
+          }
+          return state;
+        });
   }
 
   // --- usage
@@ -623,19 +630,20 @@ class PgStore final : public Store {
   }
 
   Result<uint64_t> BilledQueries(const std::string& license_id) override {
-    return Read("summing billed queries", [&](pqxx::transaction_base& tx) -> Result<uint64_t> {
-      // Per lease, the accepted reports billed exactly how far its recorded point moved from its
-      // chain point (ledger.h), so this sums one row per lease, not one per report.
-      pqxx::result r = tx.exec_params(
-          "SELECT COALESCE(SUM(recorded_count - chain_base_count), 0) FROM leases WHERE "
-          "license_id = $1",
-          license_id);
-      return r[0][0].as<uint64_t>();
-    });
+    return OneStatement(
+        "summing billed queries", [&](pqxx::transaction_base& tx) -> Result<uint64_t> {
+          // Per lease, the accepted reports billed exactly how far its recorded point moved from
+          // its chain point (ledger.h), so this sums one row per lease, not one per report.
+          pqxx::result r = tx.exec_params(
+              "SELECT COALESCE(SUM(recorded_count - chain_base_count), 0) FROM leases WHERE "
+              "license_id = $1",
+              license_id);
+          return r[0][0].as<uint64_t>();
+        });
   }
 
   Result<bool> HasFork(const std::string& license_id) override {
-    return Read("looking for forks", [&](pqxx::transaction_base& tx) -> Result<bool> {
+    return OneStatement("looking for forks", [&](pqxx::transaction_base& tx) -> Result<bool> {
       pqxx::result r = tx.exec_params(
           "SELECT COUNT(*) FROM alerts WHERE license_id = $1 AND kind = 'fork' AND NOT resolved",
           license_id);
@@ -714,24 +722,20 @@ class PgStore final : public Store {
     Connection connection(this);
     return TransactOn(*connection, what, std::forward<Body>(body));
   }
-  // A read of one statement: no BEGIN/COMMIT round trips (the statement is its own snapshot).
+  // One statement on its own (a read, or a single insert): no BEGIN/COMMIT round trips; the
+  // statement is its own snapshot and its own transaction.
   template <typename Body>
-  auto Read(const char* what, Body&& body)
+  auto OneStatement(const char* what, Body&& body)
       -> decltype(body(std::declval<pqxx::transaction_base&>())) {
     Connection connection(this);
-    try {
-      pqxx::nontransaction tx(*connection);
-      return body(tx);
-    } catch (const std::exception& e) {
-      return IoError("postgresql: {} failed: {}", what, FirstLine(e.what()));
-    }
+    return TransactOn<pqxx::nontransaction>(*connection, what, std::forward<Body>(body));
   }
   // The same on a connection the caller holds.
-  template <typename Body>
+  template <typename Tx = pqxx::work, typename Body>
   auto TransactOn(pqxx::connection& connection, const char* what, Body&& body)
-      -> decltype(body(std::declval<pqxx::work&>())) {
+      -> decltype(body(std::declval<Tx&>())) {
     try {
-      pqxx::work tx(connection);
+      Tx tx(connection);
       auto result = body(tx);
       if (StatusOf(result).ok()) tx.commit();
       return result;
