@@ -19,14 +19,15 @@ ReportBatcher::~ReportBatcher() {
 
 Result<ReportResult> ReportBatcher::Record(const capsule::UsageReport& report,
                                            std::span<const uint8_t> signed_bytes) {
-  Waiter waiter{{&report, signed_bytes}, std::nullopt};
+  Waiter waiter;
+  waiter.pending = {&report, signed_bytes};
   std::unique_lock lock(mutex_);
   if (stopping_) return IoError("the server is shutting down: retry the report");
   queue_.push_back(&waiter);
   lock.unlock();
   queued_.notify_one();
   lock.lock();
-  answered_.wait(lock, [&] { return waiter.result.has_value(); });
+  waiter.answered.wait(lock, [&] { return waiter.result.has_value(); });
   return std::move(*waiter.result);
 }
 
@@ -58,9 +59,10 @@ void ReportBatcher::Run() {
         batch[i]->result = i < results.size()
                                ? std::move(results[i])
                                : Result<ReportResult>(InternalError("the store lost a report"));
+        // Under the lock: the waiter (and its condition variable) lives until it sees the result.
+        batch[i]->answered.notify_one();
       }
     }
-    answered_.notify_all();
     batch.clear();
   }
 }

@@ -9,6 +9,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
 #include <vector>
@@ -35,6 +36,7 @@ class ReportBatcher {
   struct Waiter {
     PendingReport pending;
     std::optional<Result<ReportResult>> result;
+    std::condition_variable answered;  // its own, so a batch wakes only its own requests
   };
   void Run();
 
