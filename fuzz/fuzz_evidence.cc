@@ -67,13 +67,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const uint8_t> evidence(data + 1, size - 1);
   switch (data[0] % 6) {
     case 0:
-      (void)fixture->verifier->Verify(capsule::EvidenceType::kSgx, evidence,
-                                      &fixture->collateral, kNow);
+      (void)fixture->verifier->Verify(capsule::EvidenceType::kSgx, evidence, &fixture->collateral,
+                                      kNow);
       (void)QuoteFmspc(evidence);
       break;
     case 1:
-      (void)fixture->verifier->Verify(capsule::EvidenceType::kTdx, evidence,
-                                      &fixture->collateral, kNow);
+      (void)fixture->verifier->Verify(capsule::EvidenceType::kTdx, evidence, &fixture->collateral,
+                                      kNow);
       break;
     case 2:
       (void)fixture->verifier->Verify(capsule::EvidenceType::kSnp, evidence, nullptr, kNow);
