@@ -576,6 +576,20 @@ struct PhaseResult {
   CpuUse cpu;
 };
 
+// The figures every phase reports: its rate, latency percentiles, errors and first error, under
+// the key names of the results files (`rate_key`, `prefix`_p50_ms/_p99_ms/_max_ms/_errors).
+// Returns the phase's error count.
+uint64_t PutPhaseFigures(json& line, const PhaseResult& r, const std::string& rate_key,
+                         const std::string& prefix, const std::string& first_error_key) {
+  line[rate_key] = Round3(r.done / r.seconds);
+  line[prefix + "_p50_ms"] = Round3(r.p50_ms);
+  line[prefix + "_p99_ms"] = Round3(r.p99_ms);
+  line[prefix + "_max_ms"] = Round3(r.max_ms);
+  line[prefix + "_errors"] = r.errors;
+  if (!r.first_error.empty()) line[first_error_key] = r.first_error;
+  return r.errors;
+}
+
 using Clients = std::vector<std::unique_ptr<Client>>;
 
 // Runs `body(client)` on one thread per client until `controller` returns (it sleeps, or kills
@@ -1120,13 +1134,7 @@ int Run(const Options& o) {
         "attest", clients, shared, child ? child->pid() : 0,
         [&](Client& c) { AttestLoop(shared, c); }, SleepFor(o.attest_seconds));
     line["attests"] = r.done;
-    line["attest_per_s"] = Round3(r.done / r.seconds);
-    line["attest_p50_ms"] = Round3(r.p50_ms);
-    line["attest_p99_ms"] = Round3(r.p99_ms);
-    line["attest_max_ms"] = Round3(r.max_ms);
-    line["attest_errors"] = r.errors;
-    errors += r.errors;
-    if (!r.first_error.empty()) line["attest_first_error"] = r.first_error;
+    errors += PutPhaseFigures(line, r, "attest_per_s", "attest", "attest_first_error");
     line["attest_cpu"] = CpuJson(r.cpu);
   }
   if (o.report_seconds > 0) {
@@ -1138,15 +1146,9 @@ int Run(const Options& o) {
         [&](Client& c) { UsageLoop(shared, c, /*crash=*/false, SteadyClock::now()); },
         SleepFor(o.report_seconds));
     line["reports"] = r.done;
-    line["reports_per_s"] = Round3(r.done / r.seconds);
-    line["report_p50_ms"] = Round3(r.p50_ms);
-    line["report_p99_ms"] = Round3(r.p99_ms);
-    line["report_max_ms"] = Round3(r.max_ms);
-    line["report_errors"] = r.errors;
+    errors += PutPhaseFigures(line, r, "reports_per_s", "report", "report_first_error");
     line["presigned_per_client"] = presign;
     line["inline_signed"] = r.inline_signed;
-    errors += r.errors;
-    if (!r.first_error.empty()) line["report_first_error"] = r.first_error;
     line["report_cpu"] = CpuJson(r.cpu);
   }
   if (o.crash_kills > 0) {
@@ -1200,18 +1202,12 @@ int Run(const Options& o) {
     line["crash_restarts"] = restarts;
     line["crash_seconds"] = Round3(r.seconds);
     line["crash_acked_reports"] = r.done;
-    line["crash_reports_per_s"] = Round3(r.done / r.seconds);
-    line["crash_report_p50_ms"] = Round3(r.p50_ms);
-    line["crash_report_p99_ms"] = Round3(r.p99_ms);
-    line["crash_report_max_ms"] = Round3(r.max_ms);
+    errors += PutPhaseFigures(line, r, "crash_reports_per_s", "crash_report", "crash_first_error");
     line["crash_retries"] = r.retries;
     line["crash_duplicates_on_retry"] = r.duplicates_on_retry;
-    line["crash_report_errors"] = r.errors;
     double mean_downtime = 0;
     for (double d : downtime_ms) mean_downtime += d / downtime_ms.size();
     line["crash_restart_ms_mean"] = Round3(mean_downtime);
-    errors += r.errors;
-    if (!r.first_error.empty()) line["crash_first_error"] = r.first_error;
     if (!crash_status.ok()) {
       line["crash_error"] = crash_status.ToString();
       report.passed = false;
