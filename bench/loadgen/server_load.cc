@@ -270,7 +270,7 @@ Result<Target> LoadTarget(const Options& o) {
   MLC_ASSIGN_OR_RETURN(target.key, capsule::ReadCapsuleKeyFile(
                                        o.capsule_key.empty() ? o.capsule + ".key" : o.capsule_key,
                                        view.header.capsule_id));
-  MLC_ASSIGN_OR_RETURN(capsule::SecretBytes plan, capsule::DecryptPlan(view, target.key));
+  MLC_ASSIGN_OR_RETURN(capsule::SecretBytes plan, capsule::DecryptPayload(view, target.key));
   (void)plan;
   MLC_ASSIGN_OR_RETURN(capsule::Policy policy, capsule::ParsePolicy(view.header.policy_json));
   if (!capsule::PolicyAcceptsTee(policy, "sgx"))

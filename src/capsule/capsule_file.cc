@@ -4,6 +4,8 @@
 // they go, so a large plan is neither copied nor read twice.
 #include "capsule/capsule_file.h"
 
+#include "base/sensitive_memory.h"
+
 #include <sodium.h>
 
 #include <algorithm>
@@ -216,6 +218,66 @@ Status ReadHeader(std::span<const uint8_t> bytes, CapsuleHeader* header) {
 
 std::string CapsuleIdHex(const CapsuleId& id) { return ToHex(id); }
 
+namespace {
+
+size_t AlignUp64(size_t n) { return (n + 63) / 64 * 64; }
+
+std::vector<uint8_t> BuildPayload(std::span<const uint8_t> plan,
+                                  std::span<const uint8_t> membership) {
+  const size_t plan_offset = kPayloadHeaderBytes;
+  const size_t membership_offset = AlignUp64(plan_offset + plan.size());
+  std::vector<uint8_t> out(membership.empty() ? plan_offset + plan.size()
+                                              : membership_offset + membership.size());
+  ByteWriter head;
+  head.Bytes(kPayloadMagic, sizeof(kPayloadMagic));
+  head.Pod<uint64_t>(plan.size());
+  head.Pod<uint64_t>(membership.size());
+  std::array<uint8_t, kWatermarkKeyBytes> key{};
+  RandomBytes(key);
+  head.Bytes(key);
+  std::memcpy(out.data(), head.span().data(), head.span().size());
+  WipeMemory(key.data(), key.size());
+  WipeMemory(head.out().data(), head.out().size());
+  std::memcpy(out.data() + plan_offset, plan.data(), plan.size());
+  if (!membership.empty())
+    std::memcpy(out.data() + membership_offset, membership.data(), membership.size());
+  return out;
+}
+
+}  // namespace
+
+Result<PayloadLayout> ParsePayloadLayout(std::span<const uint8_t> payload) {
+  ByteReader r(payload, "capsule payload");
+  char magic[8];
+  MLC_RETURN_IF_ERROR(r.Bytes(magic, sizeof(magic), "magic"));
+  if (std::memcmp(magic, kPayloadMagic, sizeof(magic)) != 0)
+    return DataLoss("capsule payload: bad magic (expected \"MLCPAYL1\")");
+  uint64_t plan_bytes = 0, membership_bytes = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&plan_bytes, "plan size"));
+  MLC_RETURN_IF_ERROR(r.Pod(&membership_bytes, "membership plan size"));
+  PayloadLayout layout;
+  layout.watermark_key_offset = payload.size() - r.remaining();
+  const uint64_t size = payload.size();
+  if (plan_bytes < 1 || plan_bytes > size - kPayloadHeaderBytes || size < kPayloadHeaderBytes)
+    return DataLoss("capsule payload: plan size {} does not fit the {} payload bytes", plan_bytes,
+                    size);
+  layout.plan_offset = kPayloadHeaderBytes;
+  layout.plan_bytes = static_cast<size_t>(plan_bytes);
+  const uint64_t plan_end = kPayloadHeaderBytes + plan_bytes;
+  if (membership_bytes == 0) {
+    if (plan_end != size)
+      return DataLoss("capsule payload: {} bytes after the plan, expected none", size - plan_end);
+  } else {
+    const uint64_t offset = AlignUp64(static_cast<size_t>(plan_end));
+    if (offset > size || membership_bytes != size - offset)
+      return DataLoss("capsule payload: membership plan size {} does not match the {} bytes left",
+                      membership_bytes, offset > size ? 0 : size - offset);
+    layout.membership_offset = static_cast<size_t>(offset);
+    layout.membership_bytes = static_cast<size_t>(membership_bytes);
+  }
+  return layout;
+}
+
 Result<PackedCapsule> PackCapsule(const PackInput& input, const SigningKeyPair& provider) {
   if (provider.secret.size() != kSigningSecretBytes)
     return InvalidArgument("provider signing key is {} bytes, expected {}", provider.secret.size(),
@@ -239,7 +301,16 @@ Result<PackedCapsule> PackCapsule(const PackInput& input, const SigningKeyPair& 
   header.policy_json = input.policy_json;
   header.inputs = input.inputs;
   header.outputs = input.outputs;
-  header.plan_bytes = input.plan.size();
+  if (input.plan.empty()) return InvalidArgument("the plan is empty");
+  // The encrypted stream carries the payload: the plan, the optional membership plan and a fresh
+  // watermark key (see PayloadLayout).
+  std::vector<uint8_t> payload = BuildPayload(input.plan, input.membership_plan);
+  struct Wipe {
+    std::vector<uint8_t>& bytes;
+    ~Wipe() { WipeMemory(bytes.data(), bytes.size()); }
+  } wipe{payload};
+  const std::span<const uint8_t> plain(payload);
+  header.plan_bytes = plain.size();
   header.chunk_bytes = input.chunk_bytes;
   // Checked before the division below can see a zero chunk size.
   if (header.chunk_bytes < kMinChunkBytes || header.chunk_bytes > kMaxChunkBytes)
@@ -254,7 +325,7 @@ Result<PackedCapsule> PackCapsule(const PackInput& input, const SigningKeyPair& 
 
   // The plan digest must be in the header before the header digest (the chunks' AD) exists, so
   // the plan is read twice here; packing happens once, on the provider's side.
-  header.plan_digest = Hash({input.plan});
+  header.plan_digest = Hash({plain});
   std::string region = SerializeHeaderRegion(header);
   if (region.size() - kPreambleBytes > kMaxCapsuleHeaderBytes)
     return InvalidArgument("capsule header is {} bytes, over the limit {}",
@@ -276,7 +347,7 @@ Result<PackedCapsule> PackCapsule(const PackInput& input, const SigningKeyPair& 
     const bool last = chunk + 1 == header.chunk_count;
     unsigned long long written = 0;
     crypto_secretstream_xchacha20poly1305_push(
-        stream.get(), out.data() + offset, &written, input.plan.data() + start, length,
+        stream.get(), out.data() + offset, &written, plain.data() + start, length,
         header_digest.data(), header_digest.size(),
         last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
              : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
@@ -410,7 +481,7 @@ class PageToucher {
 
 }  // namespace
 
-Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& capsule_key) {
+Result<SecretBytes> DecryptPayload(const CapsuleView& capsule, const SecretBytes& capsule_key) {
   const CapsuleHeader& header = capsule.header;
   if (capsule_key.size() != kSymmetricKeyBytes)
     return InvalidArgument("capsule key is {} bytes, expected {}", capsule_key.size(),
@@ -470,6 +541,7 @@ Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& c
   Digest digest = plan_hash.Final();
   if (!ConstantTimeEqual(digest, header.plan_digest))
     return DataLoss("decrypted plan does not match the plan digest in the capsule header");
+  MLC_RETURN_IF_ERROR(ParsePayloadLayout(plan.span()).status());
   return plan;
 }
 

@@ -38,7 +38,7 @@
 namespace mlcapsule::capsule {
 
 inline constexpr char kCapsuleMagic[8] = {'M', 'L', 'C', 'A', 'P', 'S', 'U', 'L'};
-inline constexpr uint32_t kCapsuleVersion = 1;
+inline constexpr uint32_t kCapsuleVersion = 2;
 inline constexpr uint32_t kMaxCapsuleHeaderBytes = 1 << 20;
 inline constexpr size_t kMaxLeaseSigners = 8;
 inline constexpr uint64_t kMaxModelNameBytes = 256;
@@ -91,8 +91,28 @@ struct CapsuleView {
   Digest header_digest{};
 };
 
+// The encrypted stream's plaintext, the payload (plan_bytes and plan_digest in the header describe
+// it as a whole):
+//   payload := magic:"MLCPAYL1" plan_bytes:u64 (>= 1) membership_bytes:u64
+//              watermark_key:u8[32] pad:u8[8]           ; 64 bytes, so the plan is 64-aligned
+//              plan:u8[plan_bytes]                      ; the model (engine plan format)
+//              [pad to a multiple of 64, membership_plan:u8[membership_bytes]]  ; when > 0
+// The membership plan is the defender's membership classifier MemGuard uses (policy
+// defenses.memguard); the watermark key (random, made by PackCapsule) keys DAWN watermarking.
+inline constexpr char kPayloadMagic[8] = {'M', 'L', 'C', 'P', 'A', 'Y', 'L', '1'};
+inline constexpr size_t kPayloadHeaderBytes = 64;
+inline constexpr size_t kWatermarkKeyBytes = 32;
+struct PayloadLayout {
+  size_t plan_offset = 0, plan_bytes = 0;
+  size_t membership_offset = 0, membership_bytes = 0;  // 0 bytes: no membership plan
+  size_t watermark_key_offset = 0;                     // kWatermarkKeyBytes there
+};
+// Checks the payload's structure (sizes add up exactly) and returns where each part is.
+Result<PayloadLayout> ParsePayloadLayout(std::span<const uint8_t> payload);
+
 struct PackInput {
-  std::span<const uint8_t> plan;  // serialized plan (plaintext)
+  std::span<const uint8_t> plan;             // serialized plan (plaintext)
+  std::span<const uint8_t> membership_plan;  // optional: MemGuard's classifier (serialized plan)
   std::string model_name;
   std::string policy_json;
   std::vector<IoTensor> inputs, outputs;
@@ -123,9 +143,9 @@ Result<CapsuleView> ParseAndVerifyCapsule(std::span<const uint8_t> bytes);
 // before it returns OK).
 [[nodiscard]] Status VerifyCapsuleSignature(std::span<const uint8_t> bytes,
                                             const CapsuleView& view);
-// Decrypts the plan into sensitive memory and checks its digest. The capsule must have been
-// verified. Errors name the failing chunk (tampered, reordered, truncated).
-Result<SecretBytes> DecryptPlan(const CapsuleView& capsule, const SecretBytes& capsule_key);
+// Decrypts the payload into sensitive memory and checks its digest and layout. The capsule must
+// have been verified. Errors name the failing chunk (tampered, reordered, truncated).
+Result<SecretBytes> DecryptPayload(const CapsuleView& capsule, const SecretBytes& capsule_key);
 
 std::string CapsuleIdHex(const CapsuleId& id);
 

@@ -75,18 +75,84 @@ void ExpectRoundTrip(const PackedCapsule& packed, std::span<const uint8_t> plan,
   EXPECT_EQ(header.policy_json, input.policy_json);
   EXPECT_EQ(header.inputs, input.inputs);
   EXPECT_EQ(header.outputs, input.outputs);
-  EXPECT_EQ(header.plan_bytes, plan.size());
+  // The stream carries the payload: a 64-byte header (sizes, watermark key), then the plan.
+  const size_t payload_bytes = kPayloadHeaderBytes + plan.size();
+  EXPECT_EQ(header.plan_bytes, payload_bytes);
   EXPECT_EQ(header.chunk_bytes, input.chunk_bytes);
-  EXPECT_EQ(header.chunk_count, (plan.size() + input.chunk_bytes - 1) / input.chunk_bytes);
-  EXPECT_EQ(header.plan_digest, Hash({plan}));
+  EXPECT_EQ(header.chunk_count, (payload_bytes + input.chunk_bytes - 1) / input.chunk_bytes);
   EXPECT_EQ(view->header_digest, Hash({view->header_region}));
-  EXPECT_EQ(view->ciphertext.size(), plan.size() + header.chunk_count * kStreamOverhead);
+  EXPECT_EQ(view->ciphertext.size(), payload_bytes + header.chunk_count * kStreamOverhead);
   EXPECT_EQ(view->header_region.data(), packed.bytes.data());
 
-  Result<SecretBytes> decrypted = DecryptPlan(*view, packed.capsule_key);
+  Result<SecretBytes> decrypted = DecryptPayload(*view, packed.capsule_key);
   ASSERT_TRUE(decrypted.ok()) << decrypted.status().ToString();
-  ASSERT_EQ(decrypted->size(), plan.size());
-  EXPECT_EQ(std::memcmp(decrypted->data(), plan.data(), plan.size()), 0);
+  ASSERT_EQ(decrypted->size(), payload_bytes);
+  EXPECT_EQ(header.plan_digest, Hash({decrypted->span()}));
+  Result<PayloadLayout> layout = ParsePayloadLayout(decrypted->span());
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  EXPECT_EQ(layout->plan_offset, kPayloadHeaderBytes);
+  ASSERT_EQ(layout->plan_bytes, plan.size());
+  EXPECT_EQ(layout->membership_bytes, 0u);
+  EXPECT_EQ(std::memcmp(decrypted->data() + layout->plan_offset, plan.data(), plan.size()), 0);
+}
+
+TEST_F(CapsuleFileTest, PayloadCarriesMembershipPlanAndAFreshWatermarkKey) {
+  std::vector<uint8_t> membership = MakePlan(1000, 3);
+  std::vector<uint8_t> plan = MakePlan(5000, 2);
+  PackInput input = MakeInput(plan, kMinChunkBytes);
+  input.membership_plan = membership;
+  std::array<uint8_t, kWatermarkKeyBytes> keys[2];
+  for (int i = 0; i < 2; ++i) {
+    Result<PackedCapsule> packed = PackCapsule(input, provider_);
+    ASSERT_TRUE(packed.ok()) << packed.status().ToString();
+    Result<CapsuleView> view = ParseAndVerifyCapsule(packed->bytes);
+    ASSERT_TRUE(view.ok());
+    Result<SecretBytes> payload = DecryptPayload(*view, packed->capsule_key);
+    ASSERT_TRUE(payload.ok()) << payload.status().ToString();
+    Result<PayloadLayout> layout = ParsePayloadLayout(payload->span());
+    ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+    ASSERT_EQ(layout->plan_bytes, plan.size());
+    EXPECT_EQ(std::memcmp(payload->data() + layout->plan_offset, plan.data(), plan.size()), 0);
+    ASSERT_EQ(layout->membership_bytes, membership.size());
+    EXPECT_EQ(layout->membership_offset % 64, 0u);
+    EXPECT_EQ(std::memcmp(payload->data() + layout->membership_offset, membership.data(),
+                          membership.size()),
+              0);
+    std::memcpy(keys[i].data(), payload->data() + layout->watermark_key_offset, kWatermarkKeyBytes);
+  }
+  EXPECT_NE(keys[0], keys[1]) << "each capsule gets its own watermark key";
+  EXPECT_NE(keys[0], (std::array<uint8_t, kWatermarkKeyBytes>{}));
+}
+
+TEST(PayloadLayoutTest, RejectsInconsistentSizes) {
+  std::vector<uint8_t> payload(kPayloadHeaderBytes + 100, 0);
+  std::memcpy(payload.data(), kPayloadMagic, 8);
+  auto set = [&](uint64_t plan, uint64_t membership) {
+    std::memcpy(payload.data() + 8, &plan, 8);
+    std::memcpy(payload.data() + 16, &membership, 8);
+  };
+  set(100, 0);
+  EXPECT_TRUE(ParsePayloadLayout(payload).ok());
+  set(99, 0);  // a byte left over
+  EXPECT_FALSE(ParsePayloadLayout(payload).ok());
+  set(0, 0);
+  EXPECT_FALSE(ParsePayloadLayout(payload).ok());
+  set(UINT64_MAX, 0);
+  EXPECT_FALSE(ParsePayloadLayout(payload).ok());
+  set(10, 100 - 10);  // the membership plan must start 64-aligned, at 128, not at 74
+  EXPECT_FALSE(ParsePayloadLayout(payload).ok());
+  set(10, 37);  // from 128, 36 bytes are left
+  EXPECT_FALSE(ParsePayloadLayout(payload).ok());
+  set(10, UINT64_MAX);
+  EXPECT_FALSE(ParsePayloadLayout(payload).ok());
+  payload.resize(kPayloadHeaderBytes + 64 + 36);
+  set(10, 36);
+  Result<PayloadLayout> layout = ParsePayloadLayout(payload);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  EXPECT_EQ(layout->membership_offset, kPayloadHeaderBytes + 64);
+  payload[0] = 'X';
+  EXPECT_FALSE(ParsePayloadLayout(payload).ok());
+  EXPECT_FALSE(ParsePayloadLayout(std::span<const uint8_t>(payload).first(20)).ok());
 }
 
 TEST_F(CapsuleFileTest, MultiChunkRoundTrip) {
@@ -149,7 +215,7 @@ TEST_F(CapsuleFileTest, FreshIdKeyAndTimePerPack) {
   EXPECT_GE(view->header.created_at, before);
   EXPECT_LE(view->header.created_at, before + 60);
   // Another capsule's key does not open this one.
-  Result<SecretBytes> wrong = DecryptPlan(*view, b->capsule_key);
+  Result<SecretBytes> wrong = DecryptPayload(*view, b->capsule_key);
   ASSERT_FALSE(wrong.ok());
   EXPECT_TRUE(Contains(wrong.status(), "chunk 0 of 1")) << wrong.status().ToString();
 }
@@ -200,7 +266,7 @@ TEST_F(CapsuleFileTest, CiphertextFlipsAreRejectedByVerifyAndByDecrypt) {
     // chunk that holds the byte.
     Result<CapsuleView> parsed = ParseCapsule(bytes);
     ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
-    Result<SecretBytes> plan = DecryptPlan(*parsed, packed.capsule_key);
+    Result<SecretBytes> plan = DecryptPayload(*parsed, packed.capsule_key);
     ASSERT_FALSE(plan.ok()) << "ciphertext byte " << offset;
     std::string expected = fmt::format("chunk {} of {}", offset / sealed_chunk, chunk_count);
     EXPECT_TRUE(Contains(plan.status(), expected))
@@ -213,7 +279,7 @@ TEST_F(CapsuleFileTest, CiphertextFlipsAreRejectedByVerifyAndByDecrypt) {
     Resign(bytes, provider_);
     Result<CapsuleView> verified = ParseAndVerifyCapsule(bytes);
     ASSERT_TRUE(verified.ok()) << verified.status().ToString();
-    EXPECT_FALSE(DecryptPlan(*verified, packed.capsule_key).ok()) << positions[k];
+    EXPECT_FALSE(DecryptPayload(*verified, packed.capsule_key).ok()) << positions[k];
   }
 }
 
@@ -247,13 +313,13 @@ TEST_F(CapsuleFileTest, ReorderedChunksAreDetected) {
   Resign(bytes, provider_);
   Result<CapsuleView> swapped = ParseAndVerifyCapsule(bytes);
   ASSERT_TRUE(swapped.ok()) << swapped.status().ToString();
-  Result<SecretBytes> plan = DecryptPlan(*swapped, packed.capsule_key);
+  Result<SecretBytes> plan = DecryptPayload(*swapped, packed.capsule_key);
   ASSERT_FALSE(plan.ok());
   EXPECT_TRUE(Contains(plan.status(), "chunk 1 of 6")) << plan.status().ToString();
 }
 
 TEST_F(CapsuleFileTest, DroppedChunksAreDetected) {
-  PackedCapsule packed = PackSmall(4 * 4096);  // 4 full chunks
+  PackedCapsule packed = PackSmall(4 * 4096 - kPayloadHeaderBytes);  // 4 full chunks
   Result<CapsuleView> view = ParseCapsule(packed.bytes);
   ASSERT_TRUE(view.ok());
   const size_t sealed_chunk = kMinChunkBytes + kStreamOverhead;
@@ -264,7 +330,7 @@ TEST_F(CapsuleFileTest, DroppedChunksAreDetected) {
   dropped_last.header.plan_bytes -= kMinChunkBytes;
   dropped_last.header.chunk_count -= 1;
   dropped_last.ciphertext = view->ciphertext.first(3 * sealed_chunk);
-  Result<SecretBytes> plan = DecryptPlan(dropped_last, packed.capsule_key);
+  Result<SecretBytes> plan = DecryptPayload(dropped_last, packed.capsule_key);
   ASSERT_FALSE(plan.ok());
   EXPECT_TRUE(Contains(plan.status(), "chunk 2 of 3 is the last but lacks the final tag"))
       << plan.status().ToString();
@@ -274,14 +340,14 @@ TEST_F(CapsuleFileTest, DroppedChunksAreDetected) {
   ciphertext.erase(ciphertext.begin() + sealed_chunk, ciphertext.begin() + 2 * sealed_chunk);
   CapsuleView dropped_middle = dropped_last;
   dropped_middle.ciphertext = ciphertext;
-  plan = DecryptPlan(dropped_middle, packed.capsule_key);
+  plan = DecryptPayload(dropped_middle, packed.capsule_key);
   ASSERT_FALSE(plan.ok());
   EXPECT_TRUE(Contains(plan.status(), "chunk 1 of 3 does not decrypt")) << plan.status().ToString();
 
   // A ciphertext of the wrong size for the header is refused before decryption.
   CapsuleView short_view = *view;
   short_view.ciphertext = view->ciphertext.first(view->ciphertext.size() - 1);
-  EXPECT_FALSE(DecryptPlan(short_view, packed.capsule_key).ok());
+  EXPECT_FALSE(DecryptPayload(short_view, packed.capsule_key).ok());
 }
 
 TEST_F(CapsuleFileTest, HeaderEditsBreakDecryptionEvenWhenResigned) {
@@ -299,7 +365,7 @@ TEST_F(CapsuleFileTest, HeaderEditsBreakDecryptionEvenWhenResigned) {
   Result<CapsuleView> edited = ParseAndVerifyCapsule(bytes);
   ASSERT_TRUE(edited.ok()) << edited.status().ToString();
   EXPECT_NE(edited->header.model_name, name);
-  Result<SecretBytes> plan = DecryptPlan(*edited, packed.capsule_key);
+  Result<SecretBytes> plan = DecryptPayload(*edited, packed.capsule_key);
   ASSERT_FALSE(plan.ok());
   EXPECT_TRUE(Contains(plan.status(), "chunk 0 of 6")) << plan.status().ToString();
 }
@@ -308,14 +374,14 @@ TEST_F(CapsuleFileTest, WrongKeyAndDigestMismatchAreErrors) {
   PackedCapsule packed = PackSmall();
   Result<CapsuleView> view = ParseAndVerifyCapsule(packed.bytes);
   ASSERT_TRUE(view.ok());
-  EXPECT_FALSE(DecryptPlan(*view, RandomSecret(kSymmetricKeyBytes)).ok());
-  Result<SecretBytes> short_key = DecryptPlan(*view, RandomSecret(16));
+  EXPECT_FALSE(DecryptPayload(*view, RandomSecret(kSymmetricKeyBytes)).ok());
+  Result<SecretBytes> short_key = DecryptPayload(*view, RandomSecret(16));
   ASSERT_FALSE(short_key.ok());
   EXPECT_TRUE(Contains(short_key.status(), "16 bytes"));
 
   CapsuleView wrong_digest = *view;
   wrong_digest.header.plan_digest[0] ^= 1;
-  Result<SecretBytes> plan = DecryptPlan(wrong_digest, packed.capsule_key);
+  Result<SecretBytes> plan = DecryptPayload(wrong_digest, packed.capsule_key);
   ASSERT_FALSE(plan.ok());
   EXPECT_TRUE(Contains(plan.status(), "plan digest")) << plan.status().ToString();
 }
@@ -329,7 +395,7 @@ TEST_F(CapsuleFileTest, PackRejectsOutOfRangeInput) {
   };
   PackInput input = MakeInput(plan, kMinChunkBytes);
   input.plan = {};
-  expect_error(input, "plan size 0 bytes is outside 1..");
+  expect_error(input, "the plan is empty");
   input = MakeInput(plan, 1000);
   expect_error(input, "chunk size 1000 bytes is outside 4096..16777216");
   input = MakeInput(plan, kMaxChunkBytes + 1);
@@ -380,9 +446,10 @@ TEST_F(CapsuleFileTest, ParserNamesTheBadField) {
   };
   Status status = parse_edited(0, AsBytes("MLCAPSUX"));
   EXPECT_TRUE(Contains(status, "not a capsule file")) << status.ToString();
-  status = parse_edited(8, u32(2));
+  status = parse_edited(8, u32(kCapsuleVersion + 1));
   EXPECT_EQ(status.code(), StatusCode::kUnsupported);
-  EXPECT_TRUE(Contains(status, "version 2")) << status.ToString();
+  EXPECT_TRUE(Contains(status, fmt::format("version {}", kCapsuleVersion + 1)))
+      << status.ToString();
   status = parse_edited(12, u32(kMaxCapsuleHeaderBytes + 1));
   EXPECT_TRUE(Contains(status, "header size 1048577 bytes is over the limit 1048576"))
       << status.ToString();
@@ -415,11 +482,11 @@ TEST_F(CapsuleFileTest, LargePlanRoundTrip) {
   Result<CapsuleView> view = ParseAndVerifyCapsule(packed->bytes);
   ASSERT_TRUE(view.ok());
   auto verified_at = std::chrono::steady_clock::now();
-  Result<SecretBytes> decrypted = DecryptPlan(*view, packed->capsule_key);
+  Result<SecretBytes> decrypted = DecryptPayload(*view, packed->capsule_key);
   ASSERT_TRUE(decrypted.ok());
   auto decrypted_at = std::chrono::steady_clock::now();
-  ASSERT_EQ(decrypted->size(), plan.size());
-  EXPECT_EQ(std::memcmp(decrypted->data(), plan.data(), plan.size()), 0);
+  ASSERT_EQ(decrypted->size(), kPayloadHeaderBytes + plan.size());
+  EXPECT_EQ(std::memcmp(decrypted->data() + kPayloadHeaderBytes, plan.data(), plan.size()), 0);
   auto ms = [](auto a, auto b) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
   };

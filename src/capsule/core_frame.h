@@ -37,10 +37,10 @@ inline constexpr char kReplyMagic[4] = {'M', 'L', 'C', 'R'};
 inline constexpr std::string_view kCoreHelloPrefix = "mlcapsule-core/1 ";
 inline constexpr size_t kRequestHeaderBytes = 16;
 inline constexpr size_t kReplyHeaderBytes = 24;
-// The largest reply output (an inference result) and sealed state the host accepts. The sealed
-// limit equals trusted::kMaxSealedStateBytes: sealed state goes back in through kOpen.
+// The largest reply output (an inference result) and sealed update the host accepts (at least
+// trusted::kMaxSealedUpdateBytes: a sealed state plus one journal append).
 inline constexpr uint64_t kMaxReplyOutputBytes = (uint64_t{1} << 32) + (1 << 20);
-inline constexpr uint64_t kMaxReplySealedBytes = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxReplySealedBytes = uint64_t{21} << 20;
 inline constexpr uint64_t kMaxErrorMessageBytes = 64 << 10;
 // How long a reader polls for the start of a frame before it blocks (docs/core-protocol.md).
 inline constexpr std::chrono::microseconds kDefaultPollBudget{250};

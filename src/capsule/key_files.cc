@@ -1,4 +1,5 @@
-// Provider key files and capsule key files (formats in messages.h and docs/capsule-format.md).
+// Provider key files (signing and watermark escrow) and capsule key files (formats in messages.h
+// and docs/capsule-format.md).
 // Provider-side only: the trusted core never reads files. Secret files are created 0600 without
 // ever replacing an existing file, read only when no group or other permission bit is set, and
 // their text passes through sensitive memory, never through std::string.
@@ -23,6 +24,8 @@ constexpr std::string_view kSecretKeyMagic = "MLCKEY1\n";
 constexpr std::string_view kPublicKeyMagic = "MLCPUB1\n";
 constexpr std::string_view kCapsuleKeyMagic = "MLCCKEY1\n";
 constexpr std::string_view kMasterKeyMagic = "MLCMKEY1\n";
+constexpr std::string_view kEscrowSecretMagic = "MLCEKEY1\n";
+constexpr std::string_view kEscrowPublicMagic = "MLCEPUB1\n";
 // Larger than any valid key file; bounds the read of a hostile path.
 constexpr size_t kMaxKeyFileBytes = 1024;
 
@@ -163,6 +166,55 @@ Result<PublicKey> ReadPublicKeyFile(const std::string& path) {
   MLC_RETURN_IF_ERROR(SplitKeyFile(text, kPublicKeyMagic, path, lines));
   PublicKey key{};
   MLC_RETURN_IF_ERROR(FromHex(lines[0], key, fmt::format("public key in '{}'", path)));
+  return key;
+}
+
+Status WriteEscrowKeyPair(const std::string& directory, const std::string& stem,
+                          const BoxKeyPair& pair) {
+  if (pair.secret.size() != kBoxSecretBytes)
+    return InvalidArgument("X25519 secret key is {} bytes, expected {}", pair.secret.size(),
+                           kBoxSecretBytes);
+  const std::string secret_path = directory + "/" + stem + ".key";
+  const std::string public_path = directory + "/" + stem + ".pub";
+  for (const std::string& path : {secret_path, public_path}) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0)
+      return FailedPrecondition("refusing to overwrite '{}': it already exists", path);
+  }
+  SecretBytes text(kEscrowSecretMagic.size() + 2 * kBoxSecretBytes + 1);
+  std::memcpy(text.data(), kEscrowSecretMagic.data(), kEscrowSecretMagic.size());
+  uint8_t* end = PutHexLine(pair.secret.span(), text.data() + kEscrowSecretMagic.size());
+  assert(end == text.data() + text.size());
+  (void)end;
+  MLC_RETURN_IF_ERROR(CreateNewFile(secret_path, text.span(), 0600));
+  std::string public_text = std::string(kEscrowPublicMagic) + ToHex(pair.public_key) + "\n";
+  Status written = CreateNewFile(public_path, AsBytes(public_text), 0644);
+  if (!written.ok()) {
+    ::unlink(secret_path.c_str());
+    return written;
+  }
+  return Status::Ok();
+}
+
+Result<BoxKeyPair> ReadEscrowSecretKeyFile(const std::string& path) {
+  MLC_ASSIGN_OR_RETURN(SecretBytes data, ReadSecretFile(path));
+  std::string_view lines[1];
+  MLC_RETURN_IF_ERROR(SplitKeyFile(AsText(data.span()), kEscrowSecretMagic, path, lines));
+  BoxKeyPair pair;
+  pair.secret = SecretBytes(kBoxSecretBytes);
+  MLC_RETURN_IF_ERROR(
+      FromHex(lines[0], pair.secret.span(), fmt::format("escrow secret key in '{}'", path)));
+  if (crypto_scalarmult_base(pair.public_key.data(), pair.secret.data()) != 0)
+    return InvalidArgument("'{}' does not hold a usable X25519 secret key", path);
+  return pair;
+}
+
+Result<PublicKey> ReadEscrowPublicKeyFile(const std::string& path) {
+  MLC_ASSIGN_OR_RETURN(std::string text, ReadFile(path, kMaxKeyFileBytes));
+  std::string_view lines[1];
+  MLC_RETURN_IF_ERROR(SplitKeyFile(text, kEscrowPublicMagic, path, lines));
+  PublicKey key{};
+  MLC_RETURN_IF_ERROR(FromHex(lines[0], key, fmt::format("escrow public key in '{}'", path)));
   return key;
 }
 

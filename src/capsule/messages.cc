@@ -15,6 +15,8 @@ constexpr char kEvidenceRequestMagic[8] = {'M', 'L', 'C', 'E', 'V', 'R', 'E', 'Q
 constexpr char kLeaseMagic[8] = {'M', 'L', 'C', 'L', 'E', 'A', 'S', 'E'};
 constexpr char kUsageReportMagic[8] = {'M', 'L', 'C', 'U', 'S', 'A', 'G', 'E'};
 constexpr uint32_t kMessageVersion = 1;
+// Usage reports: version 2 added the defense summary and escrow records; 1 is still read.
+constexpr uint32_t kFirstUsageReportVersion = 1;
 constexpr std::string_view kReportDataDomain = "mlcapsule/v1";
 constexpr std::string_view kChainDomain = "mlcapsule/v1/chain";
 
@@ -22,18 +24,25 @@ std::span<const uint8_t> DomainBytes(std::string_view domain) { return AsBytes(d
 
 std::string KeyPrefix(const PublicKey& key) { return ToHex(std::span(key).first(4)) + ".."; }
 
-// Magic and version, shared by the three messages.
-Status ReadPreamble(ByteReader& r, const char (&magic)[8], std::string_view what) {
+// Magic and version (in [min_version, max_version]), shared by the three messages.
+Status ReadPreamble(ByteReader& r, const char (&magic)[8], std::string_view what,
+                    uint32_t* version = nullptr, uint32_t min_version = kMessageVersion,
+                    uint32_t max_version = kMessageVersion) {
   char got[8] = {};
   MLC_RETURN_IF_ERROR(r.Bytes(got, sizeof(got), "magic"));
   if (std::memcmp(got, magic, sizeof(got)) != 0)
     return InvalidArgument("{} has bad magic: the first 8 bytes are not \"{}\"", what,
                            std::string_view(magic, sizeof(magic)));
-  uint32_t version = 0;
-  MLC_RETURN_IF_ERROR(r.Pod(&version, "version"));
-  if (version != kMessageVersion)
-    return Unsupported("{} version {} is not supported (this build reads version {})", what,
-                       version, kMessageVersion);
+  uint32_t read = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&read, "version"));
+  if (read < min_version || read > max_version) {
+    if (min_version == max_version)
+      return Unsupported("{} version {} is not supported (this build reads version {})", what, read,
+                         max_version);
+    return Unsupported("{} version {} is not supported (this build reads versions {}..{})", what,
+                       read, min_version, max_version);
+  }
+  if (version != nullptr) *version = read;
   return Status::Ok();
 }
 
@@ -79,7 +88,7 @@ Status CheckLeaseBody(const LeaseBody& body) {
 
 void WriteUsageReportBody(const UsageReport& report, ByteWriter* w) {
   w->Bytes(kUsageReportMagic, sizeof(kUsageReportMagic));
-  w->Pod<uint32_t>(kMessageVersion);
+  w->Pod<uint32_t>(kUsageReportVersion);
   w->Bytes(report.capsule_id);
   w->Str(report.license_id);
   w->Bytes(report.lease_id);
@@ -96,6 +105,37 @@ void WriteUsageReportBody(const UsageReport& report, ByteWriter* w) {
     w->Pod<uint64_t>(alert.at_count);
     w->Str(alert.detail);
   }
+  const DefenseSummary& d = report.defenses;
+  w->Pod<uint64_t>(d.prada_observed);
+  w->Pod<uint64_t>(d.prada_stored);
+  w->Pod<double>(d.prada_last_w);
+  w->Pod<uint8_t>(d.prada_alarmed);
+  w->Pod<uint64_t>(d.watermarked);
+  w->Pod<uint64_t>(d.escrowed);
+  w->Pod<uint64_t>(d.escrow_dropped);
+  w->Pod<uint64_t>(d.memguard_applied);
+  w->Pod<uint64_t>(d.rate_limited);
+  w->Pod<uint16_t>(static_cast<uint16_t>(report.escrow.size()));
+  for (const std::vector<uint8_t>& record : report.escrow) w->Blob(record);
+}
+
+Status ReadDefenseSummary(ByteReader& r, DefenseSummary* d) {
+  MLC_RETURN_IF_ERROR(r.Pod(&d->prada_observed, "prada_observed"));
+  MLC_RETURN_IF_ERROR(r.Pod(&d->prada_stored, "prada_stored"));
+  MLC_RETURN_IF_ERROR(r.Pod(&d->prada_last_w, "prada_last_w"));
+  // -1 exactly (no test yet) or a W statistic; NaN fails both comparisons.
+  if (!(d->prada_last_w == -1.0 || (d->prada_last_w >= 0.0 && d->prada_last_w <= 1.0)))
+    return InvalidArgument("usage report: prada_last_w {} is neither -1 nor in [0, 1]",
+                           d->prada_last_w);
+  MLC_RETURN_IF_ERROR(r.Pod(&d->prada_alarmed, "prada_alarmed"));
+  if (d->prada_alarmed > 1)
+    return InvalidArgument("usage report: prada_alarmed is {}, expected 0 or 1", d->prada_alarmed);
+  MLC_RETURN_IF_ERROR(r.Pod(&d->watermarked, "watermarked"));
+  MLC_RETURN_IF_ERROR(r.Pod(&d->escrowed, "escrowed"));
+  MLC_RETURN_IF_ERROR(r.Pod(&d->escrow_dropped, "escrow_dropped"));
+  MLC_RETURN_IF_ERROR(r.Pod(&d->memguard_applied, "memguard_applied"));
+  MLC_RETURN_IF_ERROR(r.Pod(&d->rate_limited, "rate_limited"));
+  return Status::Ok();
 }
 
 }  // namespace
@@ -276,8 +316,20 @@ Result<Lease> ParseAndVerifyLease(std::span<const uint8_t> bytes, const CapsuleH
 
 // ---- usage report ----
 
+uint64_t UsageReportBytes(const UsageReport& report) {
+  uint64_t size = 8 + 4 + 16 + 4 + report.license_id.size() + 16 + 8 + 32 + 8 + 32 + 8 + 32 + 8;
+  size += 2;
+  for (const Alert& alert : report.alerts)
+    size += 4 + alert.kind.size() + 8 + 4 + alert.detail.size();
+  size += 8 + 8 + 8 + 1 + 5 * 8;  // defenses
+  size += 2;
+  for (const std::vector<uint8_t>& record : report.escrow) size += 4 + record.size();
+  return size + 64;
+}
+
 std::vector<uint8_t> SignUsageReport(UsageReport report, const SecretBytes& core_signing_secret) {
   assert(report.alerts.size() <= kMaxAlerts);
+  assert(report.escrow.size() <= kMaxEscrowRecords);
   ByteWriter w;
   WriteUsageReportBody(report, &w);
   Signature signature = Sign(core_signing_secret, kUsageReportSignatureDomain, {w.span()});
@@ -289,8 +341,9 @@ std::vector<uint8_t> SignUsageReport(UsageReport report, const SecretBytes& core
 Result<UsageReport> ParseUsageReport(std::span<const uint8_t> bytes) {
   MLC_RETURN_IF_ERROR(CheckSize(bytes, kMaxUsageReportBytes, "usage report"));
   ByteReader r(bytes, "usage report");
-  MLC_RETURN_IF_ERROR(ReadPreamble(r, kUsageReportMagic, "usage report"));
   UsageReport report;
+  MLC_RETURN_IF_ERROR(ReadPreamble(r, kUsageReportMagic, "usage report", &report.version,
+                                   kFirstUsageReportVersion, kUsageReportVersion));
   MLC_RETURN_IF_ERROR(ReadArray(r, &report.capsule_id, "capsule id"));
   MLC_RETURN_IF_ERROR(r.Str(&report.license_id, kMaxLicenseIdBytes, "license id"));
   MLC_RETURN_IF_ERROR(ReadArray(r, &report.lease_id, "lease id"));
@@ -309,6 +362,24 @@ Result<UsageReport> ParseUsageReport(std::span<const uint8_t> bytes) {
     MLC_RETURN_IF_ERROR(r.Str(&alert.kind, kMaxAlertKindBytes, "alert kind"));
     MLC_RETURN_IF_ERROR(r.Pod(&alert.at_count, "alert count value"));
     MLC_RETURN_IF_ERROR(r.Str(&alert.detail, kMaxAlertDetailBytes, "alert detail"));
+  }
+  if (report.version >= 2) {
+    MLC_RETURN_IF_ERROR(ReadDefenseSummary(r, &report.defenses));
+    uint16_t records = 0;
+    // Each record is at least a length and kMinEscrowRecordBytes.
+    MLC_RETURN_IF_ERROR(
+        r.Count(&records, kMaxEscrowRecords, 4 + kMinEscrowRecordBytes, "escrow record count"));
+    report.escrow.resize(records);
+    for (std::vector<uint8_t>& record : report.escrow) {
+      std::span<const uint8_t> view;
+      MLC_RETURN_IF_ERROR(r.BlobView(&view, kMaxEscrowRecordBytes, "escrow record"));
+      if (view.size() < kMinEscrowRecordBytes)
+        return InvalidArgument(
+            "usage report: an escrow record is {} bytes, below the {} of a "
+            "sealed box",
+            view.size(), kMinEscrowRecordBytes);
+      record.assign(view.begin(), view.end());
+    }
   }
   MLC_RETURN_IF_ERROR(ReadArray(r, &report.signature, "signature"));
   MLC_RETURN_IF_ERROR(r.ExpectEnd());

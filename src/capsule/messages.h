@@ -5,7 +5,7 @@
 //   evidence_request := magic:"MLCEVREQ" version:u32(=1) capsule_id:u8[16] nonce:u8[32]
 //                       core_box_key:u8[32] core_signing_key:u8[32]
 //                       evidence_type:u8 evidence:blob (<= 64 KiB)
-//                       has_report:u8 (0|1) [usage_report:blob (<= 64 KiB)]
+//                       has_report:u8 (0|1) [usage_report:blob (<= 1 MiB)]
 //   lease            := magic:"MLCLEASE" version:u32(=1) body signer:u8[32] signature:u8[64]
 //   body             := capsule_id:u8[16] license_id:str (<= 128) lease_id:u8[16]
 //                       sequence:u64 (>= 1)                  ; grows by one per lease of a license
@@ -14,14 +14,24 @@
 //                       chain_base_count:u64 chain_base:u8[32]  ; the usage-chain head it follows
 //                       core_box_key:u8[32] core_signing_key:u8[32]
 //                       wrapped_capsule_key:u8[80]            ; crypto_box_seal to core_box_key
-//   usage_report     := magic:"MLCUSAGE" version:u32(=1) capsule_id:u8[16] license_id:str
-//                       lease_id:u8[16] report_sequence:u64 core_signing_key:u8[32]
+//   usage_report     := magic:"MLCUSAGE" version:u32(=2; 1 is still read) capsule_id:u8[16]
+//                       license_id:str lease_id:u8[16] report_sequence:u64
+//                       core_signing_key:u8[32]
 //                       from_count:u64 from_head:u8[32]       ; the head the last report ended at
 //                       to_count:u64 to_head:u8[32] created_at:i64
 //                       alert_count:u16 (<= 256) alert{alert_count}
+//                       defenses                              ; version 2 only
+//                       escrow_count:u16 (<= 4096) escrow:blob{escrow_count}  ; version 2 only
 //                       signature:u8[64]                      ; by core_signing_key
 //   alert            := kind:str (<= 64) at_count:u64 detail:str (<= 1024)
+//   defenses         := prada_observed:u64 prada_stored:u64
+//                       prada_last_w:f64 (-1: no test yet, else 0..1) prada_alarmed:u8 (0|1)
+//                       watermarked:u64 escrowed:u64 escrow_dropped:u64
+//                       memguard_applied:u64 rate_limited:u64
+//   escrow           := a sealed escrow record (defense/watermark.h), 49 bytes..1 MiB, opaque here
 //   blob             := length:u32 bytes
+// A whole usage report is at most 1 MiB (kMaxUsageReportBytes); an evidence request carrying one
+// at most kMaxEvidenceRequestBytes. A version-1 report reads with empty defenses and no escrow.
 // Signatures: Ed25519 over domain || BLAKE2b-512(every byte before the signature field), with
 // the domains of capsule/crypto.h. report_data (64 bytes, the TEE evidence's user data) is
 // BLAKE2b-512("mlcapsule/v1" || nonce || capsule_id || core_box_key || core_signing_key).
@@ -48,9 +58,16 @@ inline constexpr uint64_t kMaxLicenseIdBytes = 128;
 inline constexpr size_t kMaxAlerts = 256;
 inline constexpr uint64_t kMaxAlertKindBytes = 64;
 inline constexpr uint64_t kMaxAlertDetailBytes = 1024;
-inline constexpr uint64_t kMaxUsageReportBytes = 64 << 10;
+inline constexpr uint64_t kMaxUsageReportBytes = 1 << 20;
+inline constexpr size_t kMaxEscrowRecords = 4096;
+inline constexpr uint64_t kMaxEscrowRecordBytes = 1 << 20;  // one sealed record
+// The shortest sealed escrow record: a sealed box (48 bytes) of at least one byte.
+inline constexpr uint64_t kMinEscrowRecordBytes = kSealedBoxOverhead + 1;
 inline constexpr uint64_t kMaxLeaseBytes = 4 << 10;
-inline constexpr uint64_t kMaxEvidenceRequestBytes = 160 << 10;
+// Fixed fields, the evidence and an attached usage report.
+inline constexpr uint64_t kMaxEvidenceRequestBytes =
+    kMaxUsageReportBytes + kMaxEvidenceBytes + (4 << 10);
+inline constexpr uint32_t kUsageReportVersion = 2;
 
 enum class EvidenceType : uint8_t { kSoftware = 1, kSgx = 2, kTdx = 3, kSnp = 4, kTpm = 5 };
 const char* EvidenceTypeName(EvidenceType type);  // "software", "sgx", ...
@@ -108,6 +125,20 @@ struct Alert {
   uint64_t at_count = 0;
   std::string detail;
 };
+// What the core's defenses did since the lease began (counters, not alerts; docs/defenses.md).
+struct DefenseSummary {
+  uint64_t prada_observed = 0;  // queries PRADA looked at
+  uint64_t prada_stored = 0;    // queries it holds (the distances it tests)
+  double prada_last_w = -1;     // the last Shapiro-Wilk W, in [0, 1]; -1 when no test ran yet
+  uint8_t prada_alarmed = 0;    // 1 once PRADA has alarmed
+  uint64_t watermarked = 0;     // answers given a watermark label
+  uint64_t escrowed = 0;        // watermarked samples sealed into reports
+  uint64_t escrow_dropped = 0;  // watermarked samples not escrowed (limits, too large)
+  uint64_t memguard_applied = 0;
+  uint64_t rate_limited = 0;  // queries refused or delayed by a rate limit
+  bool operator==(const DefenseSummary&) const = default;
+};
+
 struct UsageReport {
   CapsuleId capsule_id{};
   std::string license_id;
@@ -120,8 +151,15 @@ struct UsageReport {
   Digest to_head{};
   int64_t created_at = 0;
   std::vector<Alert> alerts;
+  DefenseSummary defenses;
+  std::vector<std::vector<uint8_t>> escrow;  // sealed escrow records (defense/watermark.h)
+  uint32_t version = kUsageReportVersion;    // as parsed; SignUsageReport always writes 2
   Signature signature{};
 };
+// The signed size of `report` (every limit above must hold for it to parse).
+uint64_t UsageReportBytes(const UsageReport& report);
+// Signs version 2. The caller keeps to the limits (alerts, escrow records, 1 MiB in all): the
+// core checks UsageReportBytes before it adds an escrow record.
 std::vector<uint8_t> SignUsageReport(UsageReport report, const SecretBytes& core_signing_secret);
 Result<UsageReport> ParseUsageReport(std::span<const uint8_t> bytes);
 // ParseUsageReport + the signature by its own core_signing_key (the verifier must separately
@@ -140,6 +178,14 @@ Result<PublicKey> ReadPublicKeyFile(const std::string& path);
 //   MODEL.capsule.key := "MLCCKEY1\n" capsule_id_hex "\n" capsule_key_hex "\n"
 Status WriteCapsuleKeyFile(const std::string& path, const CapsuleId& id, const SecretBytes& key);
 Result<SecretBytes> ReadCapsuleKeyFile(const std::string& path, const CapsuleId& expected_id);
+// The provider's watermark escrow key pair (X25519; `mlcapsule keygen --escrow`), whose public
+// half goes into a policy's defenses.watermark.escrow_key:
+//   escrow.key := "MLCEKEY1\n" x25519_secret_hex (64 chars) "\n"   (mode 0600)
+//   escrow.pub := "MLCEPUB1\n" x25519_public_hex (64 chars) "\n"
+Status WriteEscrowKeyPair(const std::string& directory, const std::string& stem,
+                          const BoxKeyPair& pair);
+Result<BoxKeyPair> ReadEscrowSecretKeyFile(const std::string& path);
+Result<PublicKey> ReadEscrowPublicKeyFile(const std::string& path);
 // The license server's master key (server/server_keys.h), mode 0600:
 //   master.key := "MLCMKEY1\n" master_key_hex (64 chars) "\n"
 Status WriteMasterKeyFile(const std::string& path, const SecretBytes& key);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "base/bytes.h"
 
@@ -132,7 +133,14 @@ TEST_F(MessagesTest, EvidenceRequestRejectsMalformedBytes) {
   std::vector<uint8_t> huge(kMaxEvidenceRequestBytes + 1);
   Result<EvidenceRequest> too_large = ParseEvidenceRequest(huge);
   ASSERT_FALSE(too_large.ok());
-  EXPECT_TRUE(Contains(too_large.status(), "over the limit 163840"));
+  EXPECT_TRUE(
+      Contains(too_large.status(), "over the limit " + std::to_string(kMaxEvidenceRequestBytes)));
+  // The largest usage report fits beside the largest evidence.
+  EvidenceRequest largest = MakeRequest(true);
+  largest.evidence.assign(kMaxEvidenceBytes, 0x5a);
+  largest.usage_report = std::vector<uint8_t>(kMaxUsageReportBytes, 0xa5);
+  largest.capsule_id = Filled<16>(0x77);
+  EXPECT_TRUE(ParseEvidenceRequest(SerializeEvidenceRequest(largest)).ok());
 }
 
 // ---- lease ----
@@ -309,6 +317,37 @@ UsageReport MakeReport(const SigningKeyPair& core) {
   return report;
 }
 
+// MakeReport with a defense summary and two escrow records (opaque sealed boxes here).
+UsageReport MakeReportWithDefenses(const SigningKeyPair& core) {
+  UsageReport report = MakeReport(core);
+  report.defenses.prada_observed = 180;
+  report.defenses.prada_stored = 120;
+  report.defenses.prada_last_w = 0.71;
+  report.defenses.prada_alarmed = 1;
+  report.defenses.watermarked = 3;
+  report.defenses.escrowed = 2;
+  report.defenses.escrow_dropped = 1;
+  report.defenses.memguard_applied = 180;
+  report.defenses.rate_limited = 4;
+  report.escrow = {std::vector<uint8_t>(kMinEscrowRecordBytes, 0x01),
+                   std::vector<uint8_t>(1000, 0x02)};
+  return report;
+}
+
+// The signed bytes of `report` as version 1 wrote them: no defenses, no escrow records.
+std::vector<uint8_t> SignVersion1(const UsageReport& report, const SigningKeyPair& core) {
+  UsageReport plain = report;
+  plain.defenses = {};
+  plain.escrow.clear();
+  std::vector<uint8_t> bytes = SignUsageReport(plain, core.secret);
+  bytes.resize(bytes.size() - 64 - (65 + 2));  // signature, defenses, escrow count
+  const uint32_t version = 1;
+  std::memcpy(bytes.data() + 8, &version, 4);
+  const Signature signature = Sign(core.secret, kUsageReportSignatureDomain, {bytes});
+  bytes.insert(bytes.end(), signature.begin(), signature.end());
+  return bytes;
+}
+
 TEST_F(MessagesTest, UsageReportRoundTrip) {
   SigningKeyPair core = GenerateSigningKeyPair();
   UsageReport report = MakeReport(core);
@@ -332,7 +371,50 @@ TEST_F(MessagesTest, UsageReportRoundTrip) {
   EXPECT_EQ(parsed->alerts[0].detail, report.alerts[0].detail);
   EXPECT_EQ(parsed->alerts[1].kind, "rate-limit");
   EXPECT_EQ(parsed->alerts[1].detail, "");
+  EXPECT_EQ(parsed->version, 2u);
+  EXPECT_EQ(parsed->defenses, DefenseSummary{});
+  EXPECT_EQ(parsed->defenses.prada_last_w, -1.0);
+  EXPECT_TRUE(parsed->escrow.empty());
   EXPECT_EQ(SignUsageReport(*parsed, core.secret), bytes);  // Ed25519 is deterministic
+  EXPECT_EQ(UsageReportBytes(report), bytes.size());
+}
+
+TEST_F(MessagesTest, UsageReportCarriesDefensesAndEscrowSigned) {
+  SigningKeyPair core = GenerateSigningKeyPair();
+  UsageReport report = MakeReportWithDefenses(core);
+  std::vector<uint8_t> bytes = SignUsageReport(report, core.secret);
+  EXPECT_EQ(UsageReportBytes(report), bytes.size());
+  Result<UsageReport> parsed = ParseAndVerifyUsageReport(bytes);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->defenses, report.defenses);
+  EXPECT_EQ(parsed->escrow, report.escrow);
+  EXPECT_EQ(SignUsageReport(*parsed, core.secret), bytes);
+  // Every byte is covered by the signature, escrow records included.
+  for (size_t i = 0; i < bytes.size(); i += 7) {
+    std::vector<uint8_t> changed = bytes;
+    changed[i] ^= 0x40;
+    EXPECT_FALSE(ParseAndVerifyUsageReport(changed).ok()) << "byte " << i;
+  }
+}
+
+TEST_F(MessagesTest, VersionOneUsageReportsStillParse) {
+  SigningKeyPair core = GenerateSigningKeyPair();
+  const UsageReport report = MakeReportWithDefenses(core);
+  const std::vector<uint8_t> bytes = SignVersion1(report, core);
+  Result<UsageReport> parsed = ParseAndVerifyUsageReport(bytes);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->version, 1u);
+  EXPECT_EQ(parsed->to_count, report.to_count);
+  EXPECT_EQ(parsed->alerts.size(), 2u);
+  EXPECT_EQ(parsed->defenses, DefenseSummary{});
+  EXPECT_TRUE(parsed->escrow.empty());
+  std::vector<uint8_t> future = bytes;
+  const uint32_t three = 3;
+  std::memcpy(future.data() + 8, &three, 4);
+  Result<UsageReport> unsupported = ParseUsageReport(future);
+  ASSERT_FALSE(unsupported.ok());
+  EXPECT_EQ(unsupported.status().code(), StatusCode::kUnsupported);
+  EXPECT_TRUE(Contains(unsupported.status(), "versions 1..2"));
 }
 
 TEST_F(MessagesTest, EveryUsageReportByteFlipIsRejected) {
@@ -370,11 +452,12 @@ TEST_F(MessagesTest, UsageReportLimits) {
   EXPECT_TRUE(Contains(ParseUsageReport(SignUsageReport(report, core.secret)).status(),
                        "alert detail length 1025 is over the limit 1024"));
 
-  // alert_count sits right after created_at; 257 is over the limit.
+  // alert_count sits right after created_at, before the defenses (65 bytes) and the escrow
+  // count; 257 is over the limit.
   report = MakeReport(core);
   report.alerts.clear();
   std::vector<uint8_t> bytes = SignUsageReport(report, core.secret);
-  const size_t alert_count = bytes.size() - 64 - 2;
+  const size_t alert_count = bytes.size() - 64 - 2 - 65 - 2;
   uint16_t too_many = 257;
   std::memcpy(bytes.data() + alert_count, &too_many, 2);
   Result<UsageReport> parsed = ParseUsageReport(bytes);
@@ -382,12 +465,58 @@ TEST_F(MessagesTest, UsageReportLimits) {
   EXPECT_TRUE(Contains(parsed.status(), "alert count 257 is over the limit 256"))
       << parsed.status().ToString();
 
-  // 256 alerts with long details exceed the 64 KiB message limit.
+  // The whole report is bounded by 1 MiB: escrow records that fit one by one exceed it together.
   report = MakeReport(core);
   report.alerts.assign(kMaxAlerts, Alert{"prada", 1, std::string(kMaxAlertDetailBytes, 'd')});
+  ASSERT_TRUE(ParseUsageReport(SignUsageReport(report, core.secret)).ok());
+  report.escrow.assign(2, std::vector<uint8_t>(600 << 10, 0x03));
   Result<UsageReport> oversized = ParseUsageReport(SignUsageReport(report, core.secret));
   ASSERT_FALSE(oversized.ok());
-  EXPECT_TRUE(Contains(oversized.status(), "over the limit 65536"));
+  EXPECT_TRUE(Contains(oversized.status(), "over the limit 1048576"));
+}
+
+TEST_F(MessagesTest, DefenseSummaryAndEscrowLimits) {
+  SigningKeyPair core = GenerateSigningKeyPair();
+  auto reason = [&](const UsageReport& report) {
+    return ParseUsageReport(SignUsageReport(report, core.secret)).status();
+  };
+  UsageReport report = MakeReportWithDefenses(core);
+  for (double w : {std::numeric_limits<double>::quiet_NaN(), -0.5, 1.5,
+                   std::numeric_limits<double>::infinity()}) {
+    report.defenses.prada_last_w = w;
+    EXPECT_TRUE(Contains(reason(report), "prada_last_w")) << w;
+  }
+  for (double w : {-1.0, 0.0, 1.0, 0.5}) {
+    report.defenses.prada_last_w = w;
+    EXPECT_TRUE(reason(report).ok()) << w;
+  }
+  report = MakeReportWithDefenses(core);
+  report.defenses.prada_alarmed = 2;
+  EXPECT_TRUE(Contains(reason(report), "prada_alarmed is 2"));
+
+  report = MakeReportWithDefenses(core);
+  report.escrow = {std::vector<uint8_t>(kMinEscrowRecordBytes - 1, 1)};
+  EXPECT_TRUE(Contains(reason(report), "below the 49 of a sealed box"));
+  report.escrow = {std::vector<uint8_t>(kMaxEscrowRecordBytes + 1, 1)};
+  EXPECT_TRUE(Contains(reason(report), "over the limit"));
+  report.escrow = {};
+
+  // The escrow count is the u16 just before the signature (no records): 4097 is over the limit,
+  // and a count the remaining bytes cannot hold is truncation, found before any allocation.
+  std::vector<uint8_t> bytes = SignUsageReport(report, core.secret);
+  const size_t count_at = bytes.size() - 64 - 2;
+  uint16_t count = 4097;
+  std::memcpy(bytes.data() + count_at, &count, 2);
+  EXPECT_TRUE(Contains(ParseUsageReport(bytes).status(), "escrow record count 4097 is over"));
+  count = 4096;
+  std::memcpy(bytes.data() + count_at, &count, 2);
+  EXPECT_TRUE(Contains(ParseUsageReport(bytes).status(), "needs more bytes"));
+
+  // 4096 records of the smallest size are a valid report.
+  report.escrow.assign(kMaxEscrowRecords, std::vector<uint8_t>(kMinEscrowRecordBytes, 7));
+  Result<UsageReport> many = ParseUsageReport(SignUsageReport(report, core.secret));
+  ASSERT_TRUE(many.ok()) << many.status().ToString();
+  EXPECT_EQ(many->escrow.size(), kMaxEscrowRecords);
 }
 
 // ---- key files ----
@@ -481,6 +610,42 @@ TEST_F(KeyFileTest, MalformedKeyFilesAreRejected) {
   const std::string pub_path = dir_ + "/bad.pub";
   WriteText(pub_path, "MLCPUB1\n" + std::string(64, 'z') + "\n", 0644);
   EXPECT_TRUE(Contains(ReadPublicKeyFile(pub_path).status(), "not valid hex"));
+}
+
+TEST_F(KeyFileTest, EscrowKeyPairRoundTripAndPermissions) {
+  BoxKeyPair pair = GenerateBoxKeyPair();
+  ASSERT_TRUE(WriteEscrowKeyPair(dir_, "escrow", pair).ok());
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ + "/escrow.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  Result<BoxKeyPair> secret = ReadEscrowSecretKeyFile(dir_ + "/escrow.key");
+  ASSERT_TRUE(secret.ok()) << secret.status().ToString();
+  EXPECT_EQ(secret->public_key, pair.public_key);
+  EXPECT_TRUE(ConstantTimeEqual(secret->secret.span(), pair.secret.span()));
+  Result<PublicKey> pub = ReadEscrowPublicKeyFile(dir_ + "/escrow.pub");
+  ASSERT_TRUE(pub.ok()) << pub.status().ToString();
+  EXPECT_EQ(*pub, pair.public_key);
+  // The key opens what is sealed to its public half.
+  const std::vector<uint8_t> sealed = SealTo(*pub, AsBytes("escrowed"));
+  Result<SecretBytes> opened = OpenSealed(*secret, sealed);
+  ASSERT_TRUE(opened.ok());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(opened->data()), opened->size()), "escrowed");
+
+  EXPECT_TRUE(Contains(WriteEscrowKeyPair(dir_, "escrow", pair), "refusing to overwrite"));
+  // Signing and escrow key files are not interchangeable.
+  EXPECT_TRUE(Contains(ReadSecretKeyFile(dir_ + "/escrow.key").status(), "does not start with"));
+  EXPECT_TRUE(Contains(ReadEscrowPublicKeyFile(dir_ + "/escrow.key").status(), "not a MLCEPUB1"));
+  ASSERT_TRUE(WriteKeyPair(dir_, "provider", GenerateSigningKeyPair()).ok());
+  EXPECT_FALSE(ReadEscrowSecretKeyFile(dir_ + "/provider.key").ok());
+
+  const std::string path = dir_ + "/escrow.key";
+  for (mode_t mode : {0644, 0640, 0604}) {
+    ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+    Result<BoxKeyPair> readable = ReadEscrowSecretKeyFile(path);
+    ASSERT_FALSE(readable.ok()) << std::oct << mode;
+    EXPECT_EQ(readable.status().code(), StatusCode::kPermissionDenied);
+    EXPECT_TRUE(Contains(readable.status(), "chmod 600"));
+  }
 }
 
 TEST_F(KeyFileTest, CapsuleKeyFile) {

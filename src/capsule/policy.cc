@@ -37,8 +37,14 @@ constexpr uint64_t kMaxDays = 3650;
 constexpr uint64_t kMaxSealEvery = 1'000'000;
 
 constexpr std::array<const char*, 5> kKnownTees = {"software", "sgx", "tdx", "snp", "tpm"};
-constexpr std::array<OutputMode, 4> kOutputModes = {OutputMode::kProbabilities, OutputMode::kTopK,
-                                                    OutputMode::kRounded, OutputMode::kLabel};
+constexpr std::array<OutputMode, 6> kOutputModes = {
+    OutputMode::kProbabilities, OutputMode::kTopK,           OutputMode::kRounded,
+    OutputMode::kLabel,         OutputMode::kReverseSigmoid, OutputMode::kGaussian};
+constexpr std::array<AlarmAction, 3> kAlarmActions = {AlarmAction::kLog, AlarmAction::kThrottle,
+                                                      AlarmAction::kBlock};
+constexpr std::array<EscrowMode, 2> kEscrowModes = {EscrowMode::kAfterAlarm, EscrowMode::kAlways};
+// PRADA's stored queries are held in the core's memory: max_stored * elements * 4 bytes.
+constexpr uint64_t kMaxPradaBytes = uint64_t{2} << 30;
 
 // Shows a value from the untrusted document in an error message: compact JSON, ASCII only (no
 // control characters reach a terminal), cut to a readable length.
@@ -124,6 +130,23 @@ Status ReadInteger(const Json& value, const std::string& path, uint64_t min, uin
                          TypeName(value), Show(value));
 }
 
+// A real number in the interval (min, max] ([min, ...] when `min_inclusive`, [..., max) when not
+// `max_inclusive`).
+Status ReadNumber(const Json& value, const std::string& path, double min, double max,
+                  bool min_inclusive, double* out, bool max_inclusive = true) {
+  if (!value.is_number()) {
+    return InvalidArgument("{}: expected a number, got {} {}", path, TypeName(value), Show(value));
+  }
+  const double v = value.get<double>();
+  if (!std::isfinite(v) || v > max || v < min || (!min_inclusive && v == min) ||
+      (!max_inclusive && v == max)) {
+    return InvalidArgument("{}: {} is out of range {}{}, {}{}", path, Show(value),
+                           min_inclusive ? "[" : "(", min, max, max_inclusive ? "]" : ")");
+  }
+  *out = v;
+  return Status::Ok();
+}
+
 Status ReadBool(const Json& value, const std::string& path, bool* out) {
   if (!value.is_boolean()) {
     return InvalidArgument("{}: expected true or false, got {} {}", path, TypeName(value),
@@ -143,6 +166,24 @@ Status ReadString(const Json& value, const std::string& path, size_t max_bytes, 
   }
   *out = text;
   return Status::Ok();
+}
+
+// A string naming one of `values` (by `name_of`).
+template <typename Enum, size_t N>
+Status ReadEnum(const Json& value, const std::string& path, const std::array<Enum, N>& values,
+                const char* (*name_of)(Enum), Enum* out) {
+  std::string name;
+  MLC_RETURN_IF_ERROR(ReadString(value, path, 64, &name));
+  for (Enum candidate : values) {
+    if (name == name_of(candidate)) {
+      *out = candidate;
+      return Status::Ok();
+    }
+  }
+  std::string known;
+  for (Enum candidate : values)
+    known += (known.empty() ? "" : ", ") + std::string(name_of(candidate));
+  return InvalidArgument("{}: unknown value {} (known: {})", path, Show(value), known);
 }
 
 // Free text that may be printed by the CLI: tab and newline are fine, other control characters
@@ -383,19 +424,10 @@ Status ParseLease(const Json& value, LeasePolicy* lease) {
 }
 
 Status ParseOutput(const Json& value, OutputPolicy* output) {
-  MLC_RETURN_IF_ERROR(CheckObject(value, "output", {"mode", "k", "decimals", "logits", "tensor"}));
+  MLC_RETURN_IF_ERROR(CheckObject(
+      value, "output", {"mode", "k", "decimals", "logits", "tensor", "beta", "gamma", "sigma"}));
   if (auto it = value.find("mode"); it != value.end()) {
-    std::string name;
-    MLC_RETURN_IF_ERROR(ReadString(*it, "output.mode", 64, &name));
-    auto mode = std::find_if(kOutputModes.begin(), kOutputModes.end(),
-                             [&name](OutputMode m) { return name == OutputModeName(m); });
-    if (mode == kOutputModes.end()) {
-      return InvalidArgument(
-          "output.mode: unknown mode {} (known: probabilities, top_k, rounded, "
-          "label)",
-          Show(*it));
-    }
-    output->mode = *mode;
+    MLC_RETURN_IF_ERROR(ReadEnum(*it, "output.mode", kOutputModes, OutputModeName, &output->mode));
   }
   uint64_t number = 0;
   if (auto it = value.find("k"); it != value.end()) {
@@ -412,6 +444,143 @@ Status ParseOutput(const Json& value, OutputPolicy* output) {
   if (auto it = value.find("tensor"); it != value.end()) {
     MLC_RETURN_IF_ERROR(ReadString(*it, "output.tensor", kMaxTensorNameBytes, &output->tensor));
   }
+  if (auto it = value.find("beta"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadNumber(*it, "output.beta", 0, 10, false, &output->beta));
+  }
+  if (auto it = value.find("gamma"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadNumber(*it, "output.gamma", 0, 100, false, &output->gamma));
+  }
+  if (auto it = value.find("sigma"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadNumber(*it, "output.sigma", 0, 1, false, &output->sigma));
+  }
+  return Status::Ok();
+}
+
+Status ParsePrada(const Json& value, PradaPolicy* prada) {
+  const std::string path = "defenses.prada";
+  MLC_RETURN_IF_ERROR(
+      CheckObject(value, path,
+                  {"enabled", "delta", "action", "throttle_per_second", "throttle_per_day",
+                   "max_stored", "window", "test_every", "min_class_entries"}));
+  uint64_t number = 0;
+  if (auto it = value.find("enabled"); it != value.end())
+    MLC_RETURN_IF_ERROR(ReadBool(*it, path + ".enabled", &prada->enabled));
+  if (auto it = value.find("delta"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadNumber(*it, path + ".delta", 0, 1, /*min_inclusive=*/false,
+                                   &prada->delta, /*max_inclusive=*/false));
+  }
+  if (auto it = value.find("action"); it != value.end())
+    MLC_RETURN_IF_ERROR(
+        ReadEnum(*it, path + ".action", kAlarmActions, AlarmActionName, &prada->action));
+  if (auto it = value.find("throttle_per_second"); it != value.end())
+    MLC_RETURN_IF_ERROR(
+        ReadInteger(*it, path + ".throttle_per_second", 1, 1'000'000, &prada->throttle_per_second));
+  if (auto it = value.find("throttle_per_day"); it != value.end())
+    MLC_RETURN_IF_ERROR(
+        ReadInteger(*it, path + ".throttle_per_day", 1, 1'000'000'000, &prada->throttle_per_day));
+  if (auto it = value.find("max_stored"); it != value.end())
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".max_stored", 1, 1'000'000, &prada->max_stored));
+  if (auto it = value.find("window"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".window", 20, 5000, &number));
+    prada->window = static_cast<uint32_t>(number);
+  }
+  if (auto it = value.find("test_every"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".test_every", 1, 1000, &number));
+    prada->test_every = static_cast<uint32_t>(number);
+  }
+  if (auto it = value.find("min_class_entries"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".min_class_entries", 2, 1000, &number));
+    prada->min_class_entries = static_cast<uint32_t>(number);
+  }
+  return Status::Ok();
+}
+
+Status ParseWatermark(const Json& value, WatermarkPolicy* watermark) {
+  const std::string path = "defenses.watermark";
+  MLC_RETURN_IF_ERROR(CheckObject(
+      value, path, {"enabled", "rate", "escrow", "escrow_key", "max_escrow", "max_escrow_bytes"}));
+  uint64_t number = 0;
+  if (auto it = value.find("enabled"); it != value.end())
+    MLC_RETURN_IF_ERROR(ReadBool(*it, path + ".enabled", &watermark->enabled));
+  if (auto it = value.find("rate"); it != value.end())
+    MLC_RETURN_IF_ERROR(ReadNumber(*it, path + ".rate", 0, 0.5, false, &watermark->rate));
+  if (auto it = value.find("escrow"); it != value.end())
+    MLC_RETURN_IF_ERROR(
+        ReadEnum(*it, path + ".escrow", kEscrowModes, EscrowModeName, &watermark->escrow));
+  if (auto it = value.find("escrow_key"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadString(*it, path + ".escrow_key", 128, &watermark->escrow_key));
+    if ((!watermark->escrow_key.empty() && watermark->escrow_key.size() != 64) ||
+        !std::all_of(watermark->escrow_key.begin(), watermark->escrow_key.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }))
+      return InvalidArgument(
+          "{}.escrow_key: {} is not 64 lowercase hex characters (an X25519 public key; "
+          "`mlcapsule keygen --escrow` writes one)",
+          path, Show(*it));
+  }
+  if (auto it = value.find("max_escrow"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".max_escrow", 1, 4096, &number));
+    watermark->max_escrow = static_cast<uint32_t>(number);
+  }
+  if (auto it = value.find("max_escrow_bytes"); it != value.end())
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".max_escrow_bytes", 4 << 10, 512 << 10,
+                                    &watermark->max_escrow_bytes));
+  if (watermark->enabled && watermark->escrow_key.empty())
+    return InvalidArgument(
+        "{}.escrow_key: required when the watermark is enabled (the escrowed inputs are "
+        "encrypted to it)",
+        path);
+  return Status::Ok();
+}
+
+Status ParseMemGuard(const Json& value, MemGuardPolicy* memguard) {
+  const std::string path = "defenses.memguard";
+  MLC_RETURN_IF_ERROR(CheckObject(value, path, {"enabled", "budget", "steps"}));
+  uint64_t number = 0;
+  if (auto it = value.find("enabled"); it != value.end())
+    MLC_RETURN_IF_ERROR(ReadBool(*it, path + ".enabled", &memguard->enabled));
+  if (auto it = value.find("budget"); it != value.end())
+    MLC_RETURN_IF_ERROR(ReadNumber(*it, path + ".budget", 0, 2, false, &memguard->budget));
+  if (auto it = value.find("steps"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".steps", 1, 10000, &number));
+    memguard->steps = static_cast<uint32_t>(number);
+  }
+  return Status::Ok();
+}
+
+Status ParseDefenses(const Json& value, DefensePolicy* defenses) {
+  MLC_RETURN_IF_ERROR(CheckObject(value, "defenses", {"prada", "watermark", "memguard"}));
+  if (auto it = value.find("prada"); it != value.end())
+    MLC_RETURN_IF_ERROR(ParsePrada(*it, &defenses->prada));
+  if (auto it = value.find("watermark"); it != value.end())
+    MLC_RETURN_IF_ERROR(ParseWatermark(*it, &defenses->watermark));
+  if (auto it = value.find("memguard"); it != value.end())
+    MLC_RETURN_IF_ERROR(ParseMemGuard(*it, &defenses->memguard));
+  return Status::Ok();
+}
+
+Status ParseRateLimit(const Json& value, RateLimitPolicy* rate) {
+  MLC_RETURN_IF_ERROR(CheckObject(value, "rate_limit", {"per_second", "per_day"}));
+  if (auto it = value.find("per_second"); it != value.end())
+    MLC_RETURN_IF_ERROR(
+        ReadInteger(*it, "rate_limit.per_second", 0, 1'000'000'000, &rate->per_second));
+  if (auto it = value.find("per_day"); it != value.end())
+    MLC_RETURN_IF_ERROR(
+        ReadInteger(*it, "rate_limit.per_day", 0, 1'000'000'000'000, &rate->per_day));
+  return Status::Ok();
+}
+
+// Rules that involve more than one field.
+Status CheckCombinations(const Policy& policy) {
+  const DefensePolicy& d = policy.defenses;
+  if (d.memguard.enabled && policy.output.mode != OutputMode::kProbabilities)
+    return InvalidArgument(
+        "defenses.memguard: perturbs the full confidence vector, so output.mode must be "
+        "probabilities (it is {})",
+        OutputModeName(policy.output.mode));
+  if (d.watermark.enabled && d.watermark.escrow == EscrowMode::kAfterAlarm && !d.prada.enabled)
+    return InvalidArgument(
+        "defenses.watermark.escrow: after_alarm needs defenses.prada enabled (without PRADA no "
+        "alarm ever releases the escrow); enable PRADA or choose always");
   return Status::Ok();
 }
 
@@ -513,9 +682,37 @@ const char* OutputModeName(OutputMode mode) {
       return "rounded";
     case OutputMode::kLabel:
       return "label";
+    case OutputMode::kReverseSigmoid:
+      return "reverse_sigmoid";
+    case OutputMode::kGaussian:
+      return "gaussian";
   }
   return "unknown";
 }
+
+const char* AlarmActionName(AlarmAction action) {
+  switch (action) {
+    case AlarmAction::kLog:
+      return "log";
+    case AlarmAction::kThrottle:
+      return "throttle";
+    case AlarmAction::kBlock:
+      return "block";
+  }
+  return "unknown";
+}
+
+const char* EscrowModeName(EscrowMode mode) {
+  switch (mode) {
+    case EscrowMode::kAfterAlarm:
+      return "after_alarm";
+    case EscrowMode::kAlways:
+      return "always";
+  }
+  return "unknown";
+}
+
+uint64_t PradaMaxStoredBytesLimit() { return kMaxPradaBytes; }
 
 Result<Policy> ParsePolicy(std::string_view json_text) {
   if (json_text.size() > kMaxPolicyJsonBytes) {
@@ -525,7 +722,8 @@ Result<Policy> ParsePolicy(std::string_view json_text) {
   MLC_ASSIGN_OR_RETURN(Json document, ParseJson(json_text));
   // Nothing below throws: every access is guarded by a type check first.
   MLC_RETURN_IF_ERROR(
-      CheckObject(document, "", {"version", "description", "tee", "lease", "output"}));
+      CheckObject(document, "",
+                  {"version", "description", "tee", "lease", "output", "defenses", "rate_limit"}));
 
   Policy policy;
   auto version = document.find("version");
@@ -550,6 +748,13 @@ Result<Policy> ParsePolicy(std::string_view json_text) {
   if (auto it = document.find("output"); it != document.end()) {
     MLC_RETURN_IF_ERROR(ParseOutput(*it, &policy.output));
   }
+  if (auto it = document.find("defenses"); it != document.end()) {
+    MLC_RETURN_IF_ERROR(ParseDefenses(*it, &policy.defenses));
+  }
+  if (auto it = document.find("rate_limit"); it != document.end()) {
+    MLC_RETURN_IF_ERROR(ParseRateLimit(*it, &policy.rate_limit));
+  }
+  MLC_RETURN_IF_ERROR(CheckCombinations(policy));
   return policy;
 }
 
@@ -588,6 +793,35 @@ std::string PolicyToJson(const Policy& policy) {
   document["output"]["decimals"] = policy.output.decimals;
   document["output"]["logits"] = policy.output.logits;
   document["output"]["tensor"] = policy.output.tensor;
+  document["output"]["beta"] = policy.output.beta;
+  document["output"]["gamma"] = policy.output.gamma;
+  document["output"]["sigma"] = policy.output.sigma;
+  const PradaPolicy& prada = policy.defenses.prada;
+  Ordered& p = document["defenses"]["prada"];
+  p["enabled"] = prada.enabled;
+  p["delta"] = prada.delta;
+  p["action"] = AlarmActionName(prada.action);
+  p["throttle_per_second"] = prada.throttle_per_second;
+  p["throttle_per_day"] = prada.throttle_per_day;
+  p["max_stored"] = prada.max_stored;
+  p["window"] = prada.window;
+  p["test_every"] = prada.test_every;
+  p["min_class_entries"] = prada.min_class_entries;
+  const WatermarkPolicy& watermark = policy.defenses.watermark;
+  Ordered& w = document["defenses"]["watermark"];
+  w["enabled"] = watermark.enabled;
+  w["rate"] = watermark.rate;
+  w["escrow"] = EscrowModeName(watermark.escrow);
+  w["escrow_key"] = watermark.escrow_key;
+  w["max_escrow"] = watermark.max_escrow;
+  w["max_escrow_bytes"] = watermark.max_escrow_bytes;
+  const MemGuardPolicy& memguard = policy.defenses.memguard;
+  Ordered& m = document["defenses"]["memguard"];
+  m["enabled"] = memguard.enabled;
+  m["budget"] = memguard.budget;
+  m["steps"] = memguard.steps;
+  document["rate_limit"]["per_second"] = policy.rate_limit.per_second;
+  document["rate_limit"]["per_day"] = policy.rate_limit.per_day;
   // Strings that came through ParsePolicy are valid UTF-8; `replace` keeps dump() from throwing
   // on a hand-built policy that is not (the result then fails to round-trip, which is right).
   return document.dump(-1, ' ', /*ensure_ascii=*/false, Ordered::error_handler_t::replace);

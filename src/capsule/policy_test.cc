@@ -1,13 +1,16 @@
 // Policy parser: defaults, canonical round trip, every unknown-field path, every range boundary,
-// wrong types, JSON-level attacks (duplicates, nesting, size), the example policies, and that
-// docs/policy.schema.json says the same as the parser.
+// wrong types, the rules between fields (watermark escrow key, MemGuard's output modes), JSON-level
+// attacks (duplicates, nesting, size), the example policies (examples/policies/ and the JSON blocks
+// of docs/policy.md), and that docs/policy.schema.json says the same as the parser.
 #include "capsule/policy.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -61,10 +64,42 @@ void ExpectSamePolicy(const Policy& a, const Policy& b) {
   EXPECT_EQ(a.output.decimals, b.output.decimals);
   EXPECT_EQ(a.output.logits, b.output.logits);
   EXPECT_EQ(a.output.tensor, b.output.tensor);
+  // Reals compare exactly: the canonical form writes the shortest text that reads back the same.
+  EXPECT_EQ(a.output.beta, b.output.beta);
+  EXPECT_EQ(a.output.gamma, b.output.gamma);
+  EXPECT_EQ(a.output.sigma, b.output.sigma);
+  const PradaPolicy &pa = a.defenses.prada, &pb = b.defenses.prada;
+  EXPECT_EQ(pa.enabled, pb.enabled);
+  EXPECT_EQ(pa.delta, pb.delta);
+  EXPECT_EQ(pa.action, pb.action);
+  EXPECT_EQ(pa.throttle_per_second, pb.throttle_per_second);
+  EXPECT_EQ(pa.throttle_per_day, pb.throttle_per_day);
+  EXPECT_EQ(pa.max_stored, pb.max_stored);
+  EXPECT_EQ(pa.window, pb.window);
+  EXPECT_EQ(pa.test_every, pb.test_every);
+  EXPECT_EQ(pa.min_class_entries, pb.min_class_entries);
+  const WatermarkPolicy &wa = a.defenses.watermark, &wb = b.defenses.watermark;
+  EXPECT_EQ(wa.enabled, wb.enabled);
+  EXPECT_EQ(wa.rate, wb.rate);
+  EXPECT_EQ(wa.escrow, wb.escrow);
+  EXPECT_EQ(wa.escrow_key, wb.escrow_key);
+  EXPECT_EQ(wa.max_escrow, wb.max_escrow);
+  EXPECT_EQ(wa.max_escrow_bytes, wb.max_escrow_bytes);
+  EXPECT_EQ(a.defenses.memguard.enabled, b.defenses.memguard.enabled);
+  EXPECT_EQ(a.defenses.memguard.budget, b.defenses.memguard.budget);
+  EXPECT_EQ(a.defenses.memguard.steps, b.defenses.memguard.steps);
+  EXPECT_EQ(a.rate_limit.per_second, b.rate_limit.per_second);
+  EXPECT_EQ(a.rate_limit.per_day, b.rate_limit.per_day);
 }
 
 const std::string kSgx(64, 'a');
 const std::string kTdx(96, 'b');
+const std::string kEscrowKey =
+    "8f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f";  // any 32 bytes, in hex
+
+constexpr OutputMode kAllOutputModes[] = {OutputMode::kProbabilities,  OutputMode::kTopK,
+                                          OutputMode::kRounded,        OutputMode::kLabel,
+                                          OutputMode::kReverseSigmoid, OutputMode::kGaussian};
 
 TEST(PolicyTest, MinimalPolicyTakesDefaults) {
   Result<Policy> policy = Parse(Minimal());
@@ -89,16 +124,71 @@ TEST(PolicyTest, MinimalPolicyTakesDefaults) {
   EXPECT_EQ(policy->output.decimals, 2);
   EXPECT_FALSE(policy->output.logits);
   EXPECT_EQ(policy->output.tensor, "");
+  EXPECT_EQ(policy->output.beta, 0.4);
+  EXPECT_EQ(policy->output.gamma, 2.0);
+  EXPECT_EQ(policy->output.sigma, 0.05);
+  // Every defense is off and there is no rate limit, as docs/policy.md documents.
+  const PradaPolicy& prada = policy->defenses.prada;
+  EXPECT_FALSE(prada.enabled);
+  EXPECT_EQ(prada.delta, 0.9);
+  EXPECT_EQ(prada.action, AlarmAction::kLog);
+  EXPECT_EQ(prada.throttle_per_second, 1u);
+  EXPECT_EQ(prada.throttle_per_day, 1000u);
+  EXPECT_EQ(prada.max_stored, 100000u);
+  EXPECT_EQ(prada.window, 5000u);
+  EXPECT_EQ(prada.test_every, 10u);
+  EXPECT_EQ(prada.min_class_entries, 10u);
+  const WatermarkPolicy& watermark = policy->defenses.watermark;
+  EXPECT_FALSE(watermark.enabled);
+  EXPECT_EQ(watermark.rate, 0.01);
+  EXPECT_EQ(watermark.escrow, EscrowMode::kAfterAlarm);
+  EXPECT_EQ(watermark.escrow_key, "");
+  EXPECT_EQ(watermark.max_escrow, 64u);
+  EXPECT_EQ(watermark.max_escrow_bytes, 262144u);
+  EXPECT_FALSE(policy->defenses.memguard.enabled);
+  EXPECT_EQ(policy->defenses.memguard.budget, 0.5);
+  EXPECT_EQ(policy->defenses.memguard.steps, 100u);
+  EXPECT_EQ(policy->rate_limit.per_second, 0u);
+  EXPECT_EQ(policy->rate_limit.per_day, 0u);
+  EXPECT_EQ(PradaMaxStoredBytesLimit(), uint64_t{2} << 30);
   // Empty sections are the same as absent ones.
   Json empty_sections = Minimal();
   empty_sections["lease"] = Json::object();
   empty_sections["output"] = Json::object();
+  empty_sections["defenses"] = Json::object();
+  empty_sections["rate_limit"] = Json::object();
   empty_sections["tee"]["measurements"] = Json::object();
   empty_sections["tee"]["sgx"] = Json::object();
   empty_sections["tee"]["snp"] = Json::object();
   Result<Policy> again = Parse(empty_sections);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   ExpectSamePolicy(*policy, *again);
+  empty_sections["defenses"]["prada"] = Json::object();
+  empty_sections["defenses"]["watermark"] = Json::object();
+  empty_sections["defenses"]["memguard"] = Json::object();
+  Result<Policy> empty_defenses = Parse(empty_sections);
+  ASSERT_TRUE(empty_defenses.ok()) << empty_defenses.status().ToString();
+  ExpectSamePolicy(*policy, *empty_defenses);
+}
+
+TEST(PolicyTest, UnsetFieldsOfASectionKeepTheirDefaults) {
+  Json document = With(Minimal(), "/defenses/prada", {{"enabled", true}, {"window", 100}});
+  document["defenses"]["watermark"] = {{"rate", 0.2}};
+  document["defenses"]["memguard"] = {{"steps", 7}};
+  document["rate_limit"] = {{"per_day", 5000}};
+  document["output"] = {{"mode", "gaussian"}, {"sigma", 0.3}};
+  Result<Policy> policy = Parse(document);
+  ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+  Policy expected;
+  expected.tee.accept = {"software"};
+  expected.defenses.prada.enabled = true;
+  expected.defenses.prada.window = 100;
+  expected.defenses.watermark.rate = 0.2;
+  expected.defenses.memguard.steps = 7;
+  expected.rate_limit.per_day = 5000;
+  expected.output.mode = OutputMode::kGaussian;
+  expected.output.sigma = 0.3;
+  ExpectSamePolicy(*policy, expected);
 }
 
 TEST(PolicyTest, CanonicalJsonIsExact) {
@@ -111,13 +201,32 @@ TEST(PolicyTest, CanonicalJsonIsExact) {
             R"("sgx":{"mr_signers":[],"isv_prod_id":null,"min_isv_svn":0},"snp":{"max_vmpl":0}},)"
             R"("lease":{"max_queries":100000,"max_days":30,)"
             R"("seal_every":1000},"output":{"mode":"probabilities","k":1,"decimals":2,)"
-            R"("logits":false,"tensor":""}})");
+            R"("logits":false,"tensor":"","beta":0.4,"gamma":2.0,"sigma":0.05},)"
+            R"("defenses":{"prada":{"enabled":false,"delta":0.9,"action":"log",)"
+            R"("throttle_per_second":1,"throttle_per_day":1000,"max_stored":100000,)"
+            R"("window":5000,"test_every":10,"min_class_entries":10},)"
+            R"("watermark":{"enabled":false,"rate":0.01,"escrow":"after_alarm","escrow_key":"",)"
+            R"("max_escrow":64,"max_escrow_bytes":262144},)"
+            R"("memguard":{"enabled":false,"budget":0.5,"steps":100}},)"
+            R"("rate_limit":{"per_second":0,"per_day":0}})");
 }
 
 TEST(PolicyTest, FullPolicyRoundTrips) {
   // Keys deliberately out of canonical order, measurements in a different order from accept.
+  // Every field differs from its default, except output.mode: MemGuard needs probabilities
+  // (HandBuiltPolicyRoundTrips covers the other modes).
   std::string text = R"({
-    "output": {"tensor": "logits", "logits": true, "decimals": 3, "k": 5, "mode": "top_k"},
+    "rate_limit": {"per_day": 86400000, "per_second": 50},
+    "defenses": {
+      "memguard": {"steps": 250, "budget": 0.75, "enabled": true},
+      "watermark": {"max_escrow_bytes": 65536, "max_escrow": 128, "escrow_key": ")" +
+                     kEscrowKey + R"(",
+                    "escrow": "always", "rate": 0.05, "enabled": true},
+      "prada": {"min_class_entries": 20, "test_every": 25, "window": 1000, "max_stored": 50000,
+                "throttle_per_day": 500, "throttle_per_second": 2, "action": "throttle",
+                "delta": 0.95, "enabled": true}},
+    "output": {"sigma": 0.125, "gamma": 7.5, "beta": 1.25,
+               "tensor": "logits", "logits": true, "decimals": 3, "k": 5, "mode": "probabilities"},
     "lease": {"seal_every": 250, "max_days": 90, "max_queries": 123456789012},
     "tee": {"allow_debug": true, "snp": {"max_vmpl": 2},
             "sgx": {"min_isv_svn": 3, "isv_prod_id": 7, "mr_signers": [")" +
@@ -147,15 +256,42 @@ TEST(PolicyTest, FullPolicyRoundTrips) {
   EXPECT_EQ(policy->lease.max_queries, 123456789012u);
   EXPECT_EQ(policy->lease.max_days, 90);
   EXPECT_EQ(policy->lease.seal_every, 250u);
-  EXPECT_EQ(policy->output.mode, OutputMode::kTopK);
+  EXPECT_EQ(policy->output.mode, OutputMode::kProbabilities);
   EXPECT_EQ(policy->output.k, 5);
   EXPECT_EQ(policy->output.decimals, 3);
   EXPECT_TRUE(policy->output.logits);
   EXPECT_EQ(policy->output.tensor, "logits");
+  EXPECT_EQ(policy->output.beta, 1.25);
+  EXPECT_EQ(policy->output.gamma, 7.5);
+  EXPECT_EQ(policy->output.sigma, 0.125);
+  const PradaPolicy& prada = policy->defenses.prada;
+  EXPECT_TRUE(prada.enabled);
+  EXPECT_EQ(prada.delta, 0.95);
+  EXPECT_EQ(prada.action, AlarmAction::kThrottle);
+  EXPECT_EQ(prada.throttle_per_second, 2u);
+  EXPECT_EQ(prada.throttle_per_day, 500u);
+  EXPECT_EQ(prada.max_stored, 50000u);
+  EXPECT_EQ(prada.window, 1000u);
+  EXPECT_EQ(prada.test_every, 25u);
+  EXPECT_EQ(prada.min_class_entries, 20u);
+  const WatermarkPolicy& watermark = policy->defenses.watermark;
+  EXPECT_TRUE(watermark.enabled);
+  EXPECT_EQ(watermark.rate, 0.05);
+  EXPECT_EQ(watermark.escrow, EscrowMode::kAlways);
+  EXPECT_EQ(watermark.escrow_key, kEscrowKey);
+  EXPECT_EQ(watermark.max_escrow, 128u);
+  EXPECT_EQ(watermark.max_escrow_bytes, 65536u);
+  EXPECT_TRUE(policy->defenses.memguard.enabled);
+  EXPECT_EQ(policy->defenses.memguard.budget, 0.75);
+  EXPECT_EQ(policy->defenses.memguard.steps, 250u);
+  EXPECT_EQ(policy->rate_limit.per_second, 50u);
+  EXPECT_EQ(policy->rate_limit.per_day, 86400000u);
 
   std::string canonical = PolicyToJson(*policy);
   EXPECT_TRUE(canonical.starts_with(R"({"version":1,"description":"Caf)")) << canonical;
   EXPECT_NE(canonical.find(R"("measurements":{"sgx":[)"), std::string::npos) << canonical;
+  EXPECT_TRUE(canonical.ends_with(R"("rate_limit":{"per_second":50,"per_day":86400000}})"))
+      << canonical;
   Result<Policy> again = ParsePolicy(canonical);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   ExpectSamePolicy(*policy, *again);
@@ -163,8 +299,8 @@ TEST(PolicyTest, FullPolicyRoundTrips) {
 }
 
 TEST(PolicyTest, HandBuiltPolicyRoundTrips) {
-  for (OutputMode mode :
-       {OutputMode::kProbabilities, OutputMode::kTopK, OutputMode::kRounded, OutputMode::kLabel}) {
+  for (OutputMode mode : kAllOutputModes) {
+    SCOPED_TRACE(OutputModeName(mode));
     Policy policy;
     policy.description = "hand built";
     policy.tee.accept = {"tpm", "software"};
@@ -174,11 +310,52 @@ TEST(PolicyTest, HandBuiltPolicyRoundTrips) {
     if (mode == OutputMode::kTopK) policy.tee.sgx.isv_prod_id = 0;
     policy.tee.snp.max_vmpl = 3;
     policy.lease = {1, 1, 1};
-    policy.output = {mode, 1000, 0, true, "out"};
-    Result<Policy> parsed = ParsePolicy(PolicyToJson(policy));
+    // Reals with long expansions: the canonical text must read back to the same bits.
+    policy.output = {.mode = mode,
+                     .k = 1000,
+                     .decimals = 0,
+                     .logits = true,
+                     .tensor = "out",
+                     .beta = 0.1 + 0.2,
+                     .gamma = 100,
+                     .sigma = 1.0 / 3};
+    policy.defenses.prada = {.enabled = true,
+                             .delta = std::nextafter(1.0, 0.0),
+                             .action = AlarmAction::kBlock,
+                             .throttle_per_second = 1'000'000,
+                             .throttle_per_day = 1'000'000'000,
+                             .max_stored = 1'000'000,
+                             .window = 20,
+                             .test_every = 1000,
+                             .min_class_entries = 2};
+    policy.defenses.watermark = {.enabled = true,
+                                 .rate = 0.5,
+                                 .escrow = EscrowMode::kAlways,
+                                 .escrow_key = kEscrowKey,
+                                 .max_escrow = 4096,
+                                 .max_escrow_bytes = 4096};
+    // MemGuard only where the output mode allows it (MemGuardNeedsProbabilities).
+    policy.defenses.memguard = {
+        .enabled = mode == OutputMode::kProbabilities, .budget = 1e-9, .steps = 10000};
+    policy.rate_limit = {.per_second = 1'000'000'000, .per_day = 1'000'000'000'000};
+    std::string canonical = PolicyToJson(policy);
+    Result<Policy> parsed = ParsePolicy(canonical);
     ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
     ExpectSamePolicy(policy, *parsed);
+    EXPECT_EQ(PolicyToJson(*parsed), canonical);
   }
+  // A hand-built policy that breaks a rule is written as it is, and the parser then says so.
+  Policy no_key;
+  no_key.tee.accept = {"sgx"};
+  no_key.defenses.watermark.enabled = true;
+  EXPECT_EQ(ErrorOf(PolicyToJson(no_key)),
+            "defenses.watermark.escrow_key: required when the watermark is enabled (the escrowed "
+            "inputs are encrypted to it)");
+  Policy label_memguard;
+  label_memguard.tee.accept = {"sgx"};
+  label_memguard.output.mode = OutputMode::kLabel;
+  label_memguard.defenses.memguard.enabled = true;
+  EXPECT_TRUE(ErrorOf(PolicyToJson(label_memguard)).starts_with("defenses.memguard: "));
 }
 
 TEST(PolicyTest, OutputModeNames) {
@@ -186,11 +363,56 @@ TEST(PolicyTest, OutputModeNames) {
   EXPECT_STREQ(OutputModeName(OutputMode::kTopK), "top_k");
   EXPECT_STREQ(OutputModeName(OutputMode::kRounded), "rounded");
   EXPECT_STREQ(OutputModeName(OutputMode::kLabel), "label");
-  for (const char* name : {"probabilities", "top_k", "rounded", "label"}) {
+  EXPECT_STREQ(OutputModeName(OutputMode::kReverseSigmoid), "reverse_sigmoid");
+  EXPECT_STREQ(OutputModeName(OutputMode::kGaussian), "gaussian");
+  for (OutputMode mode : kAllOutputModes) {
+    const char* name = OutputModeName(mode);
     Result<Policy> policy = Parse(With(Minimal(), "/output/mode", name));
     ASSERT_TRUE(policy.ok()) << name;
-    EXPECT_STREQ(OutputModeName(policy->output.mode), name);
+    EXPECT_EQ(policy->output.mode, mode);
   }
+  for (const char* name : {"reverse-sigmoid", "ReverseSigmoid", "Gaussian", "noise", ""}) {
+    EXPECT_EQ(ErrorOf(With(Minimal(), "/output/mode", name)),
+              fmt::format("output.mode: unknown value \"{}\" (known: probabilities, top_k, "
+                          "rounded, label, reverse_sigmoid, gaussian)",
+                          name));
+  }
+}
+
+TEST(PolicyTest, DefenseEnumNames) {
+  EXPECT_STREQ(AlarmActionName(AlarmAction::kLog), "log");
+  EXPECT_STREQ(AlarmActionName(AlarmAction::kThrottle), "throttle");
+  EXPECT_STREQ(AlarmActionName(AlarmAction::kBlock), "block");
+  for (AlarmAction action : {AlarmAction::kLog, AlarmAction::kThrottle, AlarmAction::kBlock}) {
+    Result<Policy> policy =
+        Parse(With(Minimal(), "/defenses/prada/action", AlarmActionName(action)));
+    ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+    EXPECT_EQ(policy->defenses.prada.action, action);
+  }
+  EXPECT_STREQ(EscrowModeName(EscrowMode::kAfterAlarm), "after_alarm");
+  EXPECT_STREQ(EscrowModeName(EscrowMode::kAlways), "always");
+  for (EscrowMode escrow : {EscrowMode::kAfterAlarm, EscrowMode::kAlways}) {
+    Result<Policy> policy =
+        Parse(With(Minimal(), "/defenses/watermark/escrow", EscrowModeName(escrow)));
+    ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+    EXPECT_EQ(policy->defenses.watermark.escrow, escrow);
+  }
+  for (const char* name : {"Throttle", "warn", "deny", "log "}) {
+    EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/prada/action", name)),
+              fmt::format("defenses.prada.action: unknown value \"{}\" (known: log, throttle, "
+                          "block)",
+                          name));
+  }
+  for (const char* name : {"after-alarm", "never", "ALWAYS"}) {
+    EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/escrow", name)),
+              fmt::format("defenses.watermark.escrow: unknown value \"{}\" (known: after_alarm, "
+                          "always)",
+                          name));
+  }
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/prada/action", 1)),
+            "defenses.prada.action: expected a string, got integer 1");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/escrow", true)),
+            "defenses.watermark.escrow: expected a string, got boolean true");
 }
 
 TEST(PolicyTest, AcceptsTee) {
@@ -205,7 +427,8 @@ TEST(PolicyTest, AcceptsTee) {
 
 TEST(PolicyTest, UnknownFieldsNameTheirFullPath) {
   EXPECT_EQ(ErrorOf(With(Minimal(), "/versio", 1)),
-            "versio: unknown field (known: version, description, tee, lease, output)");
+            "versio: unknown field (known: version, description, tee, lease, output, defenses, "
+            "rate_limit)");
   EXPECT_EQ(
       ErrorOf(With(Minimal(), "/tee/acept", Json::array())),
       "tee.acept: unknown field (known: accept, measurements, allow_debug, tcb_statuses, sgx, "
@@ -217,13 +440,38 @@ TEST(PolicyTest, UnknownFieldsNameTheirFullPath) {
   EXPECT_EQ(ErrorOf(With(Minimal(), "/lease/max_query", 5)),
             "lease.max_query: unknown field (known: max_queries, max_days, seal_every)");
   EXPECT_EQ(ErrorOf(With(Minimal(), "/output/kk", 3)),
-            "output.kk: unknown field (known: mode, k, decimals, logits, tensor)");
-  // Reserved for later issues; unknown today, so an error rather than silently ignored.
-  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses", Json::object())),
-            "defenses: unknown field (known: version, description, tee, lease, output)");
+            "output.kk: unknown field (known: mode, k, decimals, logits, tensor, beta, gamma, "
+            "sigma)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/zz", Json::object())),
+            "defenses.zz: unknown field (known: prada, watermark, memguard)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/prada/zz", 1)),
+            "defenses.prada.zz: unknown field (known: enabled, delta, action, "
+            "throttle_per_second, throttle_per_day, max_stored, window, test_every, "
+            "min_class_entries)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/zz", 1)),
+            "defenses.watermark.zz: unknown field (known: enabled, rate, escrow, escrow_key, "
+            "max_escrow, max_escrow_bytes)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/memguard/zz", 1)),
+            "defenses.memguard.zz: unknown field (known: enabled, budget, steps)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/rate_limit/per_minute", 1)),
+            "rate_limit.per_minute: unknown field (known: per_second, per_day)");
+  // A field at the wrong level, and a defense that does not exist (yet).
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/rate_limit", Json::object())),
+            "defenses.rate_limit: unknown field (known: prada, watermark, memguard)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/prada/per_second", 1)),
+            "defenses.prada.per_second: unknown field (known: enabled, delta, action, "
+            "throttle_per_second, throttle_per_day, max_stored, window, test_every, "
+            "min_class_entries)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/prada", Json::object())),
+            "prada: unknown field (known: version, description, tee, lease, output, defenses, "
+            "rate_limit)");
   // A name that is not an identifier is quoted, so it cannot inject into the message.
   EXPECT_EQ(ErrorOf(With(Minimal(), "/output/a b\u001b", 1)),
-            "output.\"a b\\u001b\": unknown field (known: mode, k, decimals, logits, tensor)");
+            "output.\"a b\\u001b\": unknown field (known: mode, k, decimals, logits, tensor, "
+            "beta, gamma, sigma)");
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/escrow key", 1)),
+            "defenses.watermark.\"escrow key\": unknown field (known: enabled, rate, escrow, "
+            "escrow_key, max_escrow, max_escrow_bytes)");
   EXPECT_EQ(ErrorOf(With(Minimal(), "/tee/measurements/sev", {kSgx})),
             "tee.measurements.sev: unknown TEE (known: software, sgx, tdx, snp, tpm)");
 }
@@ -303,6 +551,17 @@ const IntegerField kIntegerFields[] = {
     {"/lease/seal_every", "lease.seal_every", 1, 1000000},
     {"/output/k", "output.k", 1, 1000},
     {"/output/decimals", "output.decimals", 0, 8},
+    {"/defenses/prada/throttle_per_second", "defenses.prada.throttle_per_second", 1, 1000000},
+    {"/defenses/prada/throttle_per_day", "defenses.prada.throttle_per_day", 1, 1000000000},
+    {"/defenses/prada/max_stored", "defenses.prada.max_stored", 1, 1000000},
+    {"/defenses/prada/window", "defenses.prada.window", 20, 5000},
+    {"/defenses/prada/test_every", "defenses.prada.test_every", 1, 1000},
+    {"/defenses/prada/min_class_entries", "defenses.prada.min_class_entries", 2, 1000},
+    {"/defenses/watermark/max_escrow", "defenses.watermark.max_escrow", 1, 4096},
+    {"/defenses/watermark/max_escrow_bytes", "defenses.watermark.max_escrow_bytes", 4096, 524288},
+    {"/defenses/memguard/steps", "defenses.memguard.steps", 1, 10000},
+    {"/rate_limit/per_second", "rate_limit.per_second", 0, 1000000000},
+    {"/rate_limit/per_day", "rate_limit.per_day", 0, 1000000000000},
 };
 
 TEST(PolicyTest, IntegerRangeBoundaries) {
@@ -334,6 +593,84 @@ TEST(PolicyTest, IntegerRangeBoundaries) {
   }
 }
 
+// Real-valued fields: all are open at 0; prada.delta is open at 1 too (Shapiro-Wilk's W is at most
+// 1 and below 1 for almost every sample, so delta = 1 would alarm on every stream).
+struct NumberField {
+  const char* pointer;
+  const char* path;
+  double max;
+  bool max_inclusive;
+};
+const NumberField kNumberFields[] = {
+    {"/output/beta", "output.beta", 10, true},
+    {"/output/gamma", "output.gamma", 100, true},
+    {"/output/sigma", "output.sigma", 1, true},
+    {"/defenses/prada/delta", "defenses.prada.delta", 1, false},
+    {"/defenses/watermark/rate", "defenses.watermark.rate", 0.5, true},
+    {"/defenses/memguard/budget", "defenses.memguard.budget", 2, true},
+};
+
+TEST(PolicyTest, NumberRangeBoundaries) {
+  for (const NumberField& field : kNumberFields) {
+    SCOPED_TRACE(field.path);
+    const std::string range =
+        fmt::format("({}, {}{}", 0, field.max, field.max_inclusive ? "]" : ")");
+    const double largest = field.max_inclusive ? field.max : std::nextafter(field.max, 0.0);
+    for (double inside : {1e-9, std::nextafter(0.0, 1.0), field.max / 2, largest}) {
+      Result<Policy> policy = Parse(With(Minimal(), field.pointer, inside));
+      ASSERT_TRUE(policy.ok()) << inside << ": " << policy.status().ToString();
+      Json canonical = Json::parse(PolicyToJson(*policy));
+      EXPECT_EQ(canonical[Json::json_pointer(field.pointer)], inside);
+    }
+    // An integer is a number.
+    if (largest >= 1) {
+      Result<Policy> integer = Parse(With(Minimal(), field.pointer, 1));
+      ASSERT_TRUE(integer.ok()) << integer.status().ToString();
+      EXPECT_EQ(PolicyToJson(*integer), PolicyToJson(*Parse(With(Minimal(), field.pointer, 1.0))));
+    }
+    EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, 0)),
+              fmt::format("{}: 0 is out of range {}", field.path, range));
+    EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, -0.0)),
+              fmt::format("{}: -0.0 is out of range {}", field.path, range));
+    EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, -1)),
+              fmt::format("{}: -1 is out of range {}", field.path, range));
+    const double above = field.max_inclusive ? std::nextafter(field.max, 1e9) : field.max;
+    EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, above)),
+              fmt::format("{}: {} is out of range {}", field.path, Json(above).dump(), range));
+    // Far above: the message names the field and says it is out of range.
+    for (Json far : {Json(1000), Json(1e300), Json(UINT64_MAX)}) {
+      std::string message = ErrorOf(With(Minimal(), field.pointer, far));
+      EXPECT_TRUE(
+          message.starts_with(fmt::format("{}: {} is out of range (0, ", field.path, far.dump())))
+          << message;
+    }
+    // Beyond double's range: the JSON reader refuses it, so no infinity reaches the policy.
+    std::string text = With(Minimal(), field.pointer, 0.123).dump();
+    size_t at = text.find("0.123");
+    ASSERT_NE(at, std::string::npos);
+    for (const char* huge : {"1e400", "-1e400"}) {
+      EXPECT_EQ(ErrorOf(std::string(text).replace(at, 5, huge)),
+                fmt::format("policy: invalid JSON: number overflow parsing '{}'", huge));
+    }
+    // JSON has no NaN or infinity; the strings people write for them are strings.
+    for (const char* not_a_number : {"NaN", "nan", "Infinity", "-Infinity", "inf", "0.5", "1e-3"}) {
+      EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, not_a_number)),
+                fmt::format("{}: expected a number, got string \"{}\"", field.path, not_a_number));
+    }
+    for (const char* token : {"NaN", "Infinity", "-Infinity", ".5", "0x1p-1"}) {
+      EXPECT_TRUE(
+          ErrorOf(std::string(text).replace(at, 5, token)).starts_with("policy: invalid JSON: "))
+          << token;
+    }
+    EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, nullptr)),
+              fmt::format("{}: expected a number, got null null", field.path));
+    EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, true)),
+              fmt::format("{}: expected a number, got boolean true", field.path));
+    EXPECT_EQ(ErrorOf(With(Minimal(), field.pointer, Json::array({0.5}))),
+              fmt::format("{}: expected a number, got array [0.5]", field.path));
+  }
+}
+
 TEST(PolicyTest, IntegralFloatsAreIntegers) {
   // JSON Schema's "integer" includes 3.0 and 1e12; the parser agrees.
   Result<Policy> policy = ParsePolicy(
@@ -343,6 +680,51 @@ TEST(PolicyTest, IntegralFloatsAreIntegers) {
   EXPECT_EQ(policy->output.k, 3);
   EXPECT_EQ(ErrorOf(With(Minimal(), "/output/k", 2.5)),
             "output.k: expected an integer in 1..1000, got number 2.5");
+
+  // The same in the defenses and rate limits, with exponents written every legal way.
+  Result<Policy> defenses = ParsePolicy(R"({"version":1,"tee":{"accept":["sgx"]},
+      "defenses":{"prada":{"window":1e3,"test_every":2.5e1,"throttle_per_day":1E9,
+                           "throttle_per_second":1e+2,"max_stored":1.0e5,"min_class_entries":5.0},
+                  "watermark":{"max_escrow_bytes":4.096e3,"max_escrow":1000e-1},
+                  "memguard":{"steps":1e4}},
+      "rate_limit":{"per_second":1e9,"per_day":1e12}})");
+  ASSERT_TRUE(defenses.ok()) << defenses.status().ToString();
+  EXPECT_EQ(defenses->defenses.prada.window, 1000u);
+  EXPECT_EQ(defenses->defenses.prada.test_every, 25u);
+  EXPECT_EQ(defenses->defenses.prada.throttle_per_day, 1000000000u);
+  EXPECT_EQ(defenses->defenses.prada.throttle_per_second, 100u);
+  EXPECT_EQ(defenses->defenses.prada.max_stored, 100000u);
+  EXPECT_EQ(defenses->defenses.prada.min_class_entries, 5u);
+  EXPECT_EQ(defenses->defenses.watermark.max_escrow_bytes, 4096u);
+  EXPECT_EQ(defenses->defenses.watermark.max_escrow, 100u);
+  EXPECT_EQ(defenses->defenses.memguard.steps, 10000u);
+  EXPECT_EQ(defenses->rate_limit.per_second, 1000000000u);
+  EXPECT_EQ(defenses->rate_limit.per_day, 1000000000000u);
+  // The canonical form writes them as plain integers.
+  std::string canonical = PolicyToJson(*defenses);
+  EXPECT_NE(canonical.find(R"("window":1000,)"), std::string::npos) << canonical;
+  EXPECT_NE(canonical.find(R"("per_day":1000000000000})"), std::string::npos) << canonical;
+
+  auto with_text = [](const std::string& pointer, const std::string& number) {
+    std::string text = With(Minimal(), pointer, 987654321).dump();
+    return text.replace(text.find("987654321"), 9, number);
+  };
+  EXPECT_EQ(ErrorOf(with_text("/defenses/prada/window", "2.05e1")),
+            "defenses.prada.window: expected an integer in 20..5000, got number 20.5");
+  EXPECT_EQ(ErrorOf(with_text("/defenses/prada/window", "1e4")),
+            "defenses.prada.window: 10000.0 is out of range 20..5000");
+  EXPECT_EQ(ErrorOf(with_text("/defenses/prada/test_every", "1e-1")),
+            "defenses.prada.test_every: expected an integer in 1..1000, got number 0.1");
+  EXPECT_EQ(ErrorOf(with_text("/rate_limit/per_day", "1.000000000001e12")),
+            "rate_limit.per_day: 1000000000001.0 is out of range 0..1000000000000");
+  EXPECT_EQ(ErrorOf(with_text("/rate_limit/per_second", "-1e0")),
+            "rate_limit.per_second: -1.0 is out of range 0..1000000000");
+  EXPECT_EQ(ErrorOf(with_text("/defenses/memguard/steps", "1e400")),
+            "policy: invalid JSON: number overflow parsing '1e400'");
+  EXPECT_TRUE(
+      ErrorOf(with_text("/defenses/memguard/steps", "NaN")).starts_with("policy: invalid JSON: "));
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/memguard/steps", "1e3")),
+            "defenses.memguard.steps: expected an integer in 1..10000, got string \"1e3\"");
 }
 
 TEST(PolicyTest, WrongTypesNameTheFieldAndValue) {
@@ -366,9 +748,11 @@ TEST(PolicyTest, WrongTypesNameTheFieldAndValue) {
       {"/tee/allow_debug", 0, "tee.allow_debug: expected true or false, got integer 0"},
       {"/output/mode", 1, "output.mode: expected a string, got integer 1"},
       {"/output/mode", "top-k",
-       "output.mode: unknown mode \"top-k\" (known: probabilities, top_k, rounded, label)"},
+       "output.mode: unknown value \"top-k\" (known: probabilities, top_k, rounded, label, "
+       "reverse_sigmoid, gaussian)"},
       {"/output/mode", "TOP_K",
-       "output.mode: unknown mode \"TOP_K\" (known: probabilities, top_k, rounded, label)"},
+       "output.mode: unknown value \"TOP_K\" (known: probabilities, top_k, rounded, label, "
+       "reverse_sigmoid, gaussian)"},
       {"/output/tensor", nullptr, "output.tensor: expected a string, got null null"},
       {"/description", 5, "description: expected a string, got integer 5"},
       {"/output", Json::array(), "output: expected an object, got array []"},
@@ -382,10 +766,143 @@ TEST(PolicyTest, WrongTypesNameTheFieldAndValue) {
        "tee.measurements.software: expected an array of measurements, got string \"x\""},
       {"/tee/measurements/software", Json::array({1}),
        "tee.measurements.software[0]: expected a hex string, got integer 1"},
+      {"/defenses", Json::array(), "defenses: expected an object, got array []"},
+      {"/defenses", true, "defenses: expected an object, got boolean true"},
+      {"/defenses/prada", 1, "defenses.prada: expected an object, got integer 1"},
+      {"/defenses/watermark", "on", "defenses.watermark: expected an object, got string \"on\""},
+      {"/defenses/memguard", nullptr, "defenses.memguard: expected an object, got null null"},
+      {"/rate_limit", 100, "rate_limit: expected an object, got integer 100"},
+      {"/defenses/prada/enabled", "true",
+       "defenses.prada.enabled: expected true or false, got string \"true\""},
+      {"/defenses/watermark/enabled", 1,
+       "defenses.watermark.enabled: expected true or false, got integer 1"},
+      {"/defenses/memguard/enabled", nullptr,
+       "defenses.memguard.enabled: expected true or false, got null null"},
+      {"/defenses/prada/window", "5000",
+       "defenses.prada.window: expected an integer in 20..5000, got string \"5000\""},
+      {"/defenses/prada/max_stored", false,
+       "defenses.prada.max_stored: expected an integer in 1..1000000, got boolean false"},
+      {"/defenses/watermark/max_escrow_bytes", Json::object(),
+       "defenses.watermark.max_escrow_bytes: expected an integer in 4096..524288, got object {}"},
+      {"/rate_limit/per_second", nullptr,
+       "rate_limit.per_second: expected an integer in 0..1000000000, got null null"},
+      {"/rate_limit/per_day", "unlimited",
+       "rate_limit.per_day: expected an integer in 0..1000000000000, got string \"unlimited\""},
+      {"/defenses/watermark/escrow_key", 1,
+       "defenses.watermark.escrow_key: expected a string, got integer 1"},
+      {"/defenses/watermark/escrow_key", nullptr,
+       "defenses.watermark.escrow_key: expected a string, got null null"},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(ErrorOf(With(Minimal(), c.pointer, c.value)), c.message) << c.pointer;
   }
+}
+
+TEST(PolicyTest, WatermarkEscrowKey) {
+  const std::string required =
+      "defenses.watermark.escrow_key: required when the watermark is enabled (the escrowed "
+      "inputs are encrypted to it)";
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/enabled", true)), required);
+  // PRADA on, so that the default escrow (after_alarm) is allowed (EscrowAfterAlarmNeedsPrada).
+  Json enabled = With(With(Minimal(), "/defenses/prada/enabled", true), "/defenses/watermark",
+                      {{"enabled", true}, {"escrow_key", ""}});
+  EXPECT_EQ(ErrorOf(enabled), required);
+  // The other fields do not stand in for the key.
+  EXPECT_EQ(ErrorOf(With(enabled, "/defenses/watermark/escrow", "always")), required);
+
+  Result<Policy> with_key = Parse(With(enabled, "/defenses/watermark/escrow_key", kEscrowKey));
+  ASSERT_TRUE(with_key.ok()) << with_key.status().ToString();
+  EXPECT_TRUE(with_key->defenses.watermark.enabled);
+  EXPECT_EQ(with_key->defenses.watermark.escrow_key, kEscrowKey);
+  // Off, the key may be empty or set (a provider preparing a key before turning the watermark on).
+  Result<Policy> off_empty = Parse(With(Minimal(), "/defenses/watermark/escrow_key", ""));
+  ASSERT_TRUE(off_empty.ok()) << off_empty.status().ToString();
+  EXPECT_EQ(off_empty->defenses.watermark.escrow_key, "");
+  Result<Policy> off_with_key =
+      Parse(With(Minimal(), "/defenses/watermark/escrow_key", kEscrowKey));
+  ASSERT_TRUE(off_with_key.ok()) << off_with_key.status().ToString();
+  EXPECT_FALSE(off_with_key->defenses.watermark.enabled);
+  EXPECT_EQ(off_with_key->defenses.watermark.escrow_key, kEscrowKey);
+  Result<Policy> again = ParsePolicy(PolicyToJson(*off_with_key));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ExpectSamePolicy(*off_with_key, *again);
+
+  std::string upper = kEscrowKey;
+  std::transform(upper.begin(), upper.end(), upper.begin(), [](char c) { return std::toupper(c); });
+  std::string one_upper = kEscrowKey;
+  one_upper[10] = 'F';
+  std::string not_hex = kEscrowKey;
+  not_hex[63] = 'g';
+  // A malformed key is reported as such, whether the watermark is on or off.
+  for (const std::string& bad :
+       {kEscrowKey.substr(0, 63), kEscrowKey.substr(0, 62), std::string("00"), upper, one_upper,
+        not_hex, "0x" + kEscrowKey.substr(2), " " + kEscrowKey.substr(1),
+        kEscrowKey.substr(0, 63) + "\n", std::string(64, '-')}) {
+    const std::string message =
+        "defenses.watermark.escrow_key: " + Json(bad).dump() +
+        " is not 64 lowercase hex characters (an X25519 public key; `mlcapsule keygen --escrow` "
+        "writes one)";
+    EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/escrow_key", bad)), message) << bad;
+    EXPECT_EQ(ErrorOf(With(enabled, "/defenses/watermark/escrow_key", bad)), message) << bad;
+  }
+  // Longer than a key: refused, naming the field.
+  for (const std::string& bad : {kEscrowKey + "0", kEscrowKey + kEscrowKey}) {
+    EXPECT_TRUE(ErrorOf(With(enabled, "/defenses/watermark/escrow_key", bad))
+                    .starts_with("defenses.watermark.escrow_key: "))
+        << bad;
+  }
+}
+
+TEST(PolicyTest, MemGuardNeedsProbabilities) {
+  for (OutputMode mode : kAllOutputModes) {
+    SCOPED_TRACE(OutputModeName(mode));
+    Json document = With(Minimal(), "/output/mode", OutputModeName(mode));
+    // Off, MemGuard allows every mode.
+    EXPECT_TRUE(Parse(With(document, "/defenses/memguard/enabled", false)).ok());
+    Json on = With(document, "/defenses/memguard/enabled", true);
+    if (mode == OutputMode::kProbabilities) {
+      Result<Policy> policy = Parse(on);
+      ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+      EXPECT_TRUE(policy->defenses.memguard.enabled);
+    } else {
+      EXPECT_EQ(ErrorOf(on),
+                fmt::format("defenses.memguard: perturbs the full confidence vector, so "
+                            "output.mode must be probabilities (it is {})",
+                            OutputModeName(mode)));
+    }
+  }
+  // Without an output section the mode is probabilities.
+  Result<Policy> default_mode = Parse(With(Minimal(), "/defenses/memguard/enabled", true));
+  ASSERT_TRUE(default_mode.ok()) << default_mode.status().ToString();
+  // A field error inside the sections is reported before the rule between them.
+  Json both = With(Minimal(), "/output/mode", "label");
+  both["defenses"]["memguard"] = {{"enabled", true}, {"steps", 0}};
+  EXPECT_EQ(ErrorOf(both), "defenses.memguard.steps: 0 is out of range 1..10000");
+}
+
+TEST(PolicyTest, EscrowAfterAlarmNeedsPrada) {
+  const std::string needs_prada =
+      "defenses.watermark.escrow: after_alarm needs defenses.prada enabled (without PRADA no "
+      "alarm ever releases the escrow); enable PRADA or choose always";
+  Json watermark =
+      With(Minimal(), "/defenses/watermark", {{"enabled", true}, {"escrow_key", kEscrowKey}});
+  // after_alarm is the default escrow.
+  EXPECT_EQ(ErrorOf(watermark), needs_prada);
+  EXPECT_EQ(ErrorOf(With(watermark, "/defenses/watermark/escrow", "after_alarm")), needs_prada);
+  EXPECT_EQ(ErrorOf(With(watermark, "/defenses/prada", {{"enabled", false}, {"action", "block"}})),
+            needs_prada);
+  Result<Policy> with_prada = Parse(With(watermark, "/defenses/prada/enabled", true));
+  ASSERT_TRUE(with_prada.ok()) << with_prada.status().ToString();
+  EXPECT_EQ(with_prada->defenses.watermark.escrow, EscrowMode::kAfterAlarm);
+  Result<Policy> always = Parse(With(watermark, "/defenses/watermark/escrow", "always"));
+  ASSERT_TRUE(always.ok()) << always.status().ToString();
+  EXPECT_FALSE(always->defenses.prada.enabled);
+  // The rule is about an enabled watermark only.
+  EXPECT_TRUE(Parse(With(watermark, "/defenses/watermark/enabled", false)).ok());
+  // A missing key is reported before the rule between the sections.
+  EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/enabled", true)),
+            "defenses.watermark.escrow_key: required when the watermark is enabled (the escrowed "
+            "inputs are encrypted to it)");
 }
 
 TEST(PolicyTest, TeeAccept) {
@@ -492,8 +1009,20 @@ TEST(PolicyTest, DuplicateKeysAreErrors) {
   EXPECT_EQ(ErrorOf(std::string(R"({"version":1,"tee":{"accept":["sgx"],"measurements":{"sgx":[")" +
                                 kSgx + R"("],"sgx":[")" + kSgx + R"("]}}})")),
             "tee.measurements.sgx: duplicate field");
+  EXPECT_EQ(ErrorOf(std::string(R"({"version":1,"tee":{"accept":["sgx"]},)"
+                                R"("defenses":{"prada":{"delta":0.5,"delta":0.99}}})")),
+            "defenses.prada.delta: duplicate field");
+  EXPECT_EQ(ErrorOf(std::string(R"({"version":1,"tee":{"accept":["sgx"]},)"
+                                R"("defenses":{"memguard":{},"memguard":{"enabled":true}}})")),
+            "defenses.memguard: duplicate field");
+  EXPECT_EQ(ErrorOf(std::string(R"({"version":1,"tee":{"accept":["sgx"]},)"
+                                R"("rate_limit":{"per_day":0,"per_day":1}})")),
+            "rate_limit.per_day: duplicate field");
   // The same key in sibling objects is fine.
   EXPECT_TRUE(ParsePolicy(R"({"version":1,"tee":{"accept":["sgx"]},"lease":{},"output":{}})").ok());
+  EXPECT_TRUE(ParsePolicy(R"({"version":1,"tee":{"accept":["sgx"]},"rate_limit":{"per_day":5},)"
+                          R"("defenses":{"prada":{"enabled":true},"memguard":{"enabled":true}}})")
+                  .ok());
 }
 
 TEST(PolicyTest, DeepNestingIsRejected) {
@@ -501,7 +1030,18 @@ TEST(PolicyTest, DeepNestingIsRejected) {
   std::string nine = std::string(8, '[') + std::string(8, ']');
   // Eight levels pass the nesting check and then fail as an unknown field.
   EXPECT_EQ(ErrorOf(R"({"version":1,"tee":{"accept":["sgx"]},"x":)" + eight + "}"),
-            "x: unknown field (known: version, description, tee, lease, output)");
+            "x: unknown field (known: version, description, tee, lease, output, defenses, "
+            "rate_limit)");
+  // Inside the defenses (root > defenses > prada > field) the limit is reached the same way.
+  std::string five = std::string(5, '[') + std::string(5, ']');  // 3 + 5 = 8 levels
+  std::string six = std::string(6, '[') + std::string(6, ']');
+  EXPECT_EQ(
+      ErrorOf(R"({"version":1,"tee":{"accept":["sgx"]},"defenses":{"prada":{"x":)" + five + "}}}"),
+      "defenses.prada.x: unknown field (known: enabled, delta, action, throttle_per_second, "
+      "throttle_per_day, max_stored, window, test_every, min_class_entries)");
+  EXPECT_EQ(
+      ErrorOf(R"({"version":1,"tee":{"accept":["sgx"]},"defenses":{"prada":{"x":)" + six + "}}}"),
+      "defenses.prada.x[][][][][]: JSON nested deeper than 8 levels");
   EXPECT_EQ(ErrorOf(R"({"version":1,"tee":{"accept":["sgx"]},"x":)" + nine + "}"),
             "x[][][][][][][]: JSON nested deeper than 8 levels");
   std::string very_deep = "{\"x\":" + std::string(20000, '[') + std::string(20000, ']') + "}";
@@ -528,6 +1068,10 @@ std::string ReadText(const std::filesystem::path& path) {
   return text.str();
 }
 
+constexpr OutputMode kOutputModesForTest[] = {
+    OutputMode::kProbabilities, OutputMode::kTopK,           OutputMode::kRounded,
+    OutputMode::kLabel,         OutputMode::kReverseSigmoid, OutputMode::kGaussian};
+
 TEST(PolicyTest, ExamplePoliciesParse) {
   if (SourceDir().empty()) GTEST_SKIP() << "MLCAPSULE_SOURCE_DIR is not set (run through ctest)";
   std::filesystem::path dir = SourceDir() / "examples" / "policies";
@@ -546,10 +1090,20 @@ TEST(PolicyTest, ExamplePoliciesParse) {
     ExpectSamePolicy(*policy, *again);
   }
   for (const char* name : {"probabilities.json", "top3.json", "rounded.json", "label-only.json",
-                           "hardware-only.json"}) {
+                           "hardware-only.json", "reverse-sigmoid.json", "gaussian.json",
+                           "defended.json"}) {
     EXPECT_TRUE(names.count(name)) << name << " is missing";
   }
-  EXPECT_EQ(modes.size(), 4u) << "every output mode has an example";
+  for (OutputMode mode : kOutputModesForTest) {
+    EXPECT_TRUE(modes.count(mode)) << OutputModeName(mode) << " has no example";
+  }
+
+  Result<Policy> defended = ParsePolicy(ReadText(dir / "defended.json"));
+  ASSERT_TRUE(defended.ok());
+  EXPECT_TRUE(defended->defenses.prada.enabled);
+  EXPECT_TRUE(defended->defenses.watermark.enabled);
+  EXPECT_EQ(defended->defenses.watermark.escrow, EscrowMode::kAfterAlarm);
+  EXPECT_GT(defended->rate_limit.per_second, 0u);
 
   Result<Policy> probabilities = ParsePolicy(ReadText(dir / "probabilities.json"));
   ASSERT_TRUE(probabilities.ok());
@@ -582,6 +1136,45 @@ TEST(PolicyTest, ExamplePoliciesParse) {
   EXPECT_EQ(measured, (std::set<std::string>{"sgx", "tdx", "snp"}));
 }
 
+// Every ```json block in docs/policy.md is a whole policy that parses, so the reference cannot
+// show a field name or value the parser refuses.
+TEST(PolicyTest, DocumentationExamplesParse) {
+  if (SourceDir().empty()) GTEST_SKIP() << "MLCAPSULE_SOURCE_DIR is not set (run through ctest)";
+  std::istringstream doc(ReadText(SourceDir() / "docs" / "policy.md"));
+  std::vector<std::string> blocks;
+  std::string line;
+  bool in_block = false;
+  while (std::getline(doc, line)) {
+    if (!in_block && line == "```json") {
+      in_block = true;
+      blocks.emplace_back();
+    } else if (in_block && line == "```") {
+      in_block = false;
+    } else if (in_block) {
+      blocks.back() += line + "\n";
+    }
+  }
+  EXPECT_FALSE(in_block) << "unterminated ```json block";
+  ASSERT_GE(blocks.size(), 2u);
+  bool defended = false;
+  for (const std::string& block : blocks) {
+    SCOPED_TRACE(block);
+    Result<Policy> policy = ParsePolicy(block);
+    ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+    Result<Policy> again = ParsePolicy(PolicyToJson(*policy));
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    ExpectSamePolicy(*policy, *again);
+    const DefensePolicy& d = policy->defenses;
+    if (d.prada.enabled && d.prada.action == AlarmAction::kThrottle && d.watermark.enabled &&
+        d.watermark.escrow == EscrowMode::kAfterAlarm && policy->rate_limit.per_second > 0 &&
+        policy->rate_limit.per_day > 0) {
+      defended = true;
+    }
+  }
+  EXPECT_TRUE(defended) << "docs/policy.md shows PRADA (throttle), the watermark (after_alarm) "
+                           "and both rate limits in one example";
+}
+
 // docs/policy.schema.json and the parser must agree: same fields at every level, same integer
 // ranges, same enums, same defaults.
 TEST(PolicyTest, SchemaMatchesParser) {
@@ -612,12 +1205,18 @@ TEST(PolicyTest, SchemaMatchesParser) {
     std::string pointer;  // in the policy document
     Json schema;
   };
+  const Json defenses = schema["properties"]["defenses"]["properties"];
   std::vector<Level> levels = {{"", schema},
                                {"/tee", schema["properties"]["tee"]},
                                {"/tee/sgx", schema["properties"]["tee"]["properties"]["sgx"]},
                                {"/tee/snp", schema["properties"]["tee"]["properties"]["snp"]},
                                {"/lease", schema["properties"]["lease"]},
-                               {"/output", schema["properties"]["output"]}};
+                               {"/output", schema["properties"]["output"]},
+                               {"/defenses", schema["properties"]["defenses"]},
+                               {"/defenses/prada", defenses["prada"]},
+                               {"/defenses/watermark", defenses["watermark"]},
+                               {"/defenses/memguard", defenses["memguard"]},
+                               {"/rate_limit", schema["properties"]["rate_limit"]}};
   for (const Level& level : levels) {
     SCOPED_TRACE("level '" + level.pointer + "'");
     EXPECT_EQ(level.schema["type"], "object");
@@ -641,6 +1240,21 @@ TEST(PolicyTest, SchemaMatchesParser) {
       if (property.contains("default") && !is("object")) {
         EXPECT_EQ(canonical_defaults[Json::json_pointer(pointer)], property["default"]);
       }
+      if (is("number")) {
+        // Every real is open at 0, and closed or open at its maximum.
+        EXPECT_EQ(property["exclusiveMinimum"], 0);
+        EXPECT_FALSE(property.contains("minimum"));
+        const bool open_max = property.contains("exclusiveMaximum");
+        EXPECT_NE(open_max, property.contains("maximum"));
+        double max = open_max ? property["exclusiveMaximum"] : property["maximum"];
+        EXPECT_FALSE(Parse(With(Minimal(), pointer, 0)).ok());
+        EXPECT_TRUE(Parse(With(Minimal(), pointer, 1e-9)).ok());
+        EXPECT_TRUE(Parse(With(Minimal(), pointer, max / 2)).ok());
+        EXPECT_EQ(Parse(With(Minimal(), pointer, max)).ok(), !open_max);
+        EXPECT_TRUE(Parse(With(Minimal(), pointer, std::nextafter(max, 0.0))).ok());
+        EXPECT_FALSE(Parse(With(Minimal(), pointer, std::nextafter(max, 1e9))).ok());
+        continue;
+      }
       if (!is("integer")) continue;
       uint64_t min = property["minimum"], max = property["maximum"];
       EXPECT_TRUE(Parse(With(Minimal(), pointer, min)).ok());
@@ -654,7 +1268,21 @@ TEST(PolicyTest, SchemaMatchesParser) {
   for (const Json& mode : schema["properties"]["output"]["properties"]["mode"]["enum"]) {
     EXPECT_TRUE(Parse(With(Minimal(), "/output/mode", mode)).ok()) << mode;
   }
-  EXPECT_EQ(schema["properties"]["output"]["properties"]["mode"]["enum"].size(), 4u);
+  EXPECT_EQ(schema["properties"]["output"]["properties"]["mode"]["enum"].size(),
+            std::size(kAllOutputModes));
+  const Json& actions = defenses["prada"]["properties"]["action"]["enum"];
+  EXPECT_EQ(actions, Json({"log", "throttle", "block"}));
+  for (const Json& action : actions) {
+    EXPECT_TRUE(Parse(With(Minimal(), "/defenses/prada/action", action)).ok()) << action;
+  }
+  const Json& escrows = defenses["watermark"]["properties"]["escrow"]["enum"];
+  EXPECT_EQ(escrows, Json({"after_alarm", "always"}));
+  for (const Json& escrow : escrows) {
+    EXPECT_TRUE(Parse(With(Minimal(), "/defenses/watermark/escrow", escrow)).ok()) << escrow;
+  }
+  // The rules between fields are if/then in the schema; SchemaRulesMatchParser checks them.
+  EXPECT_EQ(defenses["watermark"]["properties"]["escrow_key"]["pattern"], "^([0-9a-f]{64})?$");
+  EXPECT_EQ(schema["allOf"].size(), 2u);
   Json tees = schema["$defs"]["tee_name"]["enum"];
   EXPECT_EQ(tees, Json({"software", "sgx", "tdx", "snp", "tpm"}));
   EXPECT_TRUE(Parse(With(Minimal(), "/tee/accept", tees)).ok());
@@ -669,6 +1297,97 @@ TEST(PolicyTest, SchemaMatchesParser) {
   }
   EXPECT_TRUE(Parse(With(Minimal(), "/tee/tcb_statuses", statuses["items"]["enum"])).ok());
   EXPECT_EQ(Json(DefaultTcbStatuses()), statuses["default"]);
+}
+
+// The part of JSON Schema that the policy schema's if/then rules use: properties, required, const,
+// enum and pattern. Any other keyword fails the test rather than being ignored.
+bool SchemaMatches(const Json& schema, const Json& value) {
+  bool matches = true;
+  for (const auto& [keyword, argument] : schema.items()) {
+    if (keyword == "description") continue;
+    if (keyword == "properties") {  // applies to objects only, and to the fields present
+      if (!value.is_object()) continue;
+      for (const auto& [name, property] : argument.items()) {
+        if (value.contains(name) && !SchemaMatches(property, value[name])) matches = false;
+      }
+    } else if (keyword == "required") {
+      if (!value.is_object()) continue;
+      for (const Json& name : argument) {
+        if (!value.contains(name.get<std::string>())) matches = false;
+      }
+    } else if (keyword == "const") {
+      if (value != argument) matches = false;
+    } else if (keyword == "enum") {
+      if (std::count(argument.begin(), argument.end(), value) == 0) matches = false;
+    } else if (keyword == "pattern") {
+      if (value.is_string() &&
+          !std::regex_search(value.get<std::string>(), std::regex(argument.get<std::string>()))) {
+        matches = false;
+      }
+    } else {
+      ADD_FAILURE() << "SchemaMatches does not implement the keyword " << keyword;
+    }
+  }
+  return matches;
+}
+
+// A rule holds unless its "if" matches and its "then" does not.
+bool RuleHolds(const Json& rule, const Json& value) {
+  EXPECT_TRUE(rule.contains("if") && rule.contains("then")) << rule;
+  return !SchemaMatches(rule["if"], value) || SchemaMatches(rule["then"], value);
+}
+
+// The schema's rules between fields accept exactly the combinations the parser accepts.
+TEST(PolicyTest, SchemaRulesMatchParser) {
+  if (SourceDir().empty()) GTEST_SKIP() << "MLCAPSULE_SOURCE_DIR is not set (run through ctest)";
+  Json schema = Json::parse(ReadText(SourceDir() / "docs" / "policy.schema.json"));
+  const Json& watermark_rule = schema["properties"]["defenses"]["properties"]["watermark"];
+  auto schema_accepts = [&](const Json& document) {
+    bool holds = true;
+    for (const Json& rule : schema["allOf"]) holds = holds && RuleHolds(rule, document);
+    if (document.contains("defenses") && document["defenses"].contains("watermark")) {
+      holds = holds && RuleHolds(watermark_rule, document["defenses"]["watermark"]);
+    }
+    return holds;
+  };
+  // Every combination of the fields the rules read, each one absent or set.
+  std::vector<Json> documents;
+  const Json absent;  // null: leave the field out
+  for (const Json& mode : {absent, Json("probabilities"), Json("top_k"), Json("rounded"),
+                           Json("label"), Json("reverse_sigmoid"), Json("gaussian")}) {
+    for (const Json& memguard : {absent, Json(false), Json(true)}) {
+      Json document = Minimal();
+      if (!mode.is_null()) document["output"]["mode"] = mode;
+      if (!memguard.is_null()) document["defenses"]["memguard"]["enabled"] = memguard;
+      documents.push_back(document);
+    }
+  }
+  for (const Json& enabled : {absent, Json(false), Json(true)}) {
+    for (const Json& escrow : {absent, Json("after_alarm"), Json("always")}) {
+      for (const Json& key : {absent, Json(""), Json(kEscrowKey)}) {
+        for (const Json& prada : {absent, Json(false), Json(true)}) {
+          Json document = Minimal();
+          Json& watermark = document["defenses"]["watermark"];
+          watermark = Json::object();
+          if (!enabled.is_null()) watermark["enabled"] = enabled;
+          if (!escrow.is_null()) watermark["escrow"] = escrow;
+          if (!key.is_null()) watermark["escrow_key"] = key;
+          if (!prada.is_null()) document["defenses"]["prada"]["enabled"] = prada;
+          documents.push_back(document);
+        }
+      }
+    }
+  }
+  size_t accepted = 0;
+  for (const Json& document : documents) {
+    Result<Policy> policy = Parse(document);
+    EXPECT_EQ(policy.ok(), schema_accepts(document))
+        << document.dump() << ": " << (policy.ok() ? "parses" : policy.status().ToString());
+    accepted += policy.ok();
+  }
+  // Both sides of every rule were exercised.
+  EXPECT_GT(accepted, documents.size() / 4);
+  EXPECT_LT(accepted, documents.size() * 3 / 4);
 }
 
 }  // namespace

@@ -73,8 +73,9 @@ void AddBenchCommand(CLI::App& app);
 void AddModelCommands(CLI::App& app);  // compile, infer
 // keygen, pack, inspect, verify, lease {request,issue,install,status}, usage, run
 void AddCapsuleCommands(CLI::App& app);
-void AddServeCommand(CLI::App& app);     // serve (loopback HTTP endpoint)
-void AddServerCommands(CLI::App& app);   // server (license server), admin
-void AddEvidenceCommand(CLI::App& app);  // evidence verify
+void AddServeCommand(CLI::App& app);      // serve (loopback HTTP endpoint)
+void AddServerCommands(CLI::App& app);    // server (license server), admin
+void AddEvidenceCommand(CLI::App& app);   // evidence verify
+void AddWatermarkCommand(CLI::App& app);  // watermark verify
 
 }  // namespace mlcapsule::cli

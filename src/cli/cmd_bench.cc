@@ -35,6 +35,7 @@ struct BenchOptions {
   bool profile = false;
   // Capsules only.
   std::string state, lease, baseline, core_binary;
+  int distinct = 1;
 };
 
 double Percentile(std::vector<double> v, double q) {
@@ -191,15 +192,24 @@ void RunCapsuleBench(const BenchOptions& o) {
     return SetExitCode(ReportError(ResourceExhausted(
         "bench: the lease has {} queries left, the run needs {} (batch x (iters + warmup))",
         info.query_quota - info.queries_used, needed)));
+  // --distinct N: N different random inputs, used in turn (defenses that look at inputs, such
+  // as PRADA and the watermark, see a stream of distinct queries instead of one repeated).
   std::mt19937 rng(42);
-  std::vector<engine::Tensor> inputs;
-  for (const capsule::IoTensor& io : info.inputs) {
-    engine::Dims dims;
-    for (const capsule::IoDim& d : io.dims) dims.push_back(d.batch ? d.value * o.batch : d.value);
-    inputs.push_back(RandomTensor(static_cast<engine::DType>(io.dtype), dims, rng));
+  std::vector<std::vector<engine::Tensor>> input_sets(static_cast<size_t>(o.distinct));
+  std::vector<std::vector<engine::TensorView>> view_sets(input_sets.size());
+  for (size_t k = 0; k < input_sets.size(); ++k) {
+    for (const capsule::IoTensor& io : info.inputs) {
+      engine::Dims dims;
+      for (const capsule::IoDim& d : io.dims)
+        dims.push_back(d.batch ? d.value * o.batch : d.value);
+      input_sets[k].push_back(RandomTensor(static_cast<engine::DType>(io.dtype), dims, rng));
+    }
+    for (engine::Tensor& t : input_sets[k]) view_sets[k].push_back(t.View());
   }
-  std::vector<engine::TensorView> views;
-  for (engine::Tensor& t : inputs) views.push_back(t.View());
+  size_t next_input = 0;
+  auto next_views = [&]() -> const std::vector<engine::TensorView>& {
+    return view_sets[next_input++ % view_sets.size()];
+  };
 
   std::unique_ptr<engine::Session> baseline;
   if (!o.baseline.empty()) {
@@ -214,6 +224,7 @@ void RunCapsuleBench(const BenchOptions& o) {
   }
   std::vector<engine::Tensor> outputs;
   for (int i = 0; i < o.warmup; ++i) {
+    const std::vector<engine::TensorView>& views = next_views();
     if (Status s = (*client)->Infer(views, &outputs); !s.ok()) return SetExitCode(ReportError(s));
     if (baseline) {
       if (Status s = baseline->Run(views, &outputs); !s.ok()) return SetExitCode(ReportError(s));
@@ -227,20 +238,25 @@ void RunCapsuleBench(const BenchOptions& o) {
   const int block = baseline ? std::max(1, o.iters / 10) : o.iters;
   for (int done = 0; done < o.iters;) {
     const int n = std::min(block, o.iters - done);
+    const size_t block_start = next_input;
     for (int i = 0; i < n; ++i) {
+      const std::vector<engine::TensorView>& views = next_views();
       auto start = std::chrono::steady_clock::now();
       Status s = (*client)->Infer(views, &outputs);
       auto end = std::chrono::steady_clock::now();
       if (!s.ok()) return SetExitCode(ReportError(s));
       guarded_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
     }
+    next_input = block_start;  // the baseline sees the same inputs in the same order
     for (int i = 0; baseline && i < n; ++i) {
+      const std::vector<engine::TensorView>& views = next_views();
       auto start = std::chrono::steady_clock::now();
       Status s = baseline->Run(views, &outputs);
       auto end = std::chrono::steady_clock::now();
       if (!s.ok()) return SetExitCode(ReportError(s));
       plain_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
     }
+    next_input = block_start + static_cast<size_t>(n);
     done += n;
   }
   const double median = Percentile(guarded_ms, 0.5);
@@ -260,6 +276,7 @@ void RunCapsuleBench(const BenchOptions& o) {
       {"backend", (*client)->DescribeBackend()},
       {"open_ms", open_ms},
       {"host_peak_rss_mib", static_cast<double>(usage.ru_maxrss) / 1024.0},
+      {"distinct_inputs", o.distinct},
   };
   if (baseline) {
     const double plain = Percentile(plain_ms, 0.5);
@@ -303,6 +320,10 @@ void AddBenchCommand(CLI::App& app) {
       "--baseline", options.baseline,
       "Capsules: also time this .onnx/.plan on the plain engine (same inputs, alternating "
       "in blocks of iters/10) and report the guarded path's overhead");
+  cmd->add_option("--distinct", options.distinct,
+                  "Capsules: cycle through this many different random inputs (defenses such as "
+                  "PRADA and the watermark see distinct queries); default 1")
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--core", options.core_binary,
                   "Capsules: the mlcapsule-core binary (default: beside this executable)");
   cmd->footer(

@@ -48,11 +48,23 @@ void Fail(const Status& status) { SetExitCode(ReportError(status)); }
 
 // ---- keygen ----------------------------------------------------------------------------------
 
-void RunKeygen(const std::string& out, const std::string& name) {
+void RunKeygen(const std::string& out, const std::string& name, bool escrow) {
   if (Status s = capsule::InitCrypto(); !s.ok()) return Fail(s);
   std::error_code ec;
   std::filesystem::create_directories(out, ec);
   if (ec) return Fail(IoError("cannot create {}: {}", out, ec.message()));
+  if (escrow) {
+    // The watermark escrow key: cores seal watermarked inputs to its public half, which the
+    // policy names; only the provider can open them (`watermark verify`).
+    capsule::BoxKeyPair pair = capsule::GenerateBoxKeyPair();
+    if (Status s = capsule::WriteEscrowKeyPair(out, name, pair); !s.ok()) return Fail(s);
+    std::printf(
+        "wrote %s/%s.key (X25519 escrow secret, mode 0600) and %s/%s.pub\nescrow public key: "
+        "%s\nput it in the policy as defenses.watermark.escrow_key\n",
+        out.c_str(), name.c_str(), out.c_str(), name.c_str(),
+        capsule::ToHex(pair.public_key).c_str());
+    return;
+  }
   capsule::SigningKeyPair pair = capsule::GenerateSigningKeyPair();
   if (Status s = capsule::WriteKeyPair(out, name, pair); !s.ok()) return Fail(s);
   std::printf("wrote %s/%s.key (secret, mode 0600) and %s/%s.pub\npublic key: %s\n", out.c_str(),
@@ -62,7 +74,7 @@ void RunKeygen(const std::string& out, const std::string& name) {
 // ---- pack ------------------------------------------------------------------------------------
 
 struct PackOptions {
-  std::string model, key, policy, out, name;
+  std::string model, key, policy, out, name, memguard_classifier;
   std::vector<std::string> lease_signers;
   std::vector<std::string> input_shapes;
   uint32_t chunk_kib = capsule::kDefaultChunkBytes / 1024;
@@ -98,10 +110,37 @@ void RunPack(const PackOptions& o) {
     if (!key.ok()) return Fail(key.status());
     input.lease_signers.push_back(*key);
   }
+  const capsule::DefensePolicy& defenses = policy->defenses;
+  if (defenses.prada.enabled && !input.inputs.empty()) {
+    uint64_t elements = 1;
+    for (size_t i = 1; i < input.inputs[0].dims.size(); ++i)
+      elements *= static_cast<uint64_t>(input.inputs[0].dims[i].value);
+    if (defenses.prada.max_stored * elements * 4 > capsule::PradaMaxStoredBytesLimit())
+      return Fail(InvalidArgument(
+          "{}: defenses.prada.max_stored {} x {} input elements x 4 bytes is over PRADA's "
+          "memory limit of {} bytes; lower max_stored",
+          o.policy, defenses.prada.max_stored, elements, capsule::PradaMaxStoredBytesLimit()));
+  }
+  if (defenses.memguard.enabled && o.memguard_classifier.empty())
+    return Fail(InvalidArgument(
+        "{}: defenses.memguard is enabled: give the defender's membership classifier with "
+        "--memguard-classifier MODEL.onnx (`mlcapsule lab` trains one)",
+        o.policy));
+  if (!defenses.memguard.enabled && !o.memguard_classifier.empty())
+    return Fail(InvalidArgument(
+        "--memguard-classifier given but {} does not enable defenses.memguard", o.policy));
+  std::string membership_bytes;
+  if (!o.memguard_classifier.empty()) {
+    auto membership = LoadModel(o.memguard_classifier, compiler::CompileOptions{});
+    if (!membership.ok()) return Fail(membership.status().WithContext(o.memguard_classifier));
+    membership_bytes = engine::SerializePlan(*membership);
+    input.membership_plan = AsBytes(membership_bytes);
+  }
   std::string plan_bytes = engine::SerializePlan(*plan);
   input.plan = AsBytes(plan_bytes);
   auto packed = capsule::PackCapsule(input, *provider);
   WipeMemory(plan_bytes.data(), plan_bytes.size());
+  WipeMemory(membership_bytes.data(), membership_bytes.size());
   if (!packed.ok()) return Fail(packed.status());
   const std::string key_path = o.out + ".key";
   if (Status s = capsule::WriteCapsuleKeyFile(key_path, packed->capsule_id, packed->capsule_key);
@@ -148,6 +187,25 @@ void RunInspect(const std::string& path) {
       {"cipher", "xchacha20poly1305-secretstream (libsodium), Ed25519 signature"},
       {"policy", policy},
   };
+  // What the capsule lets leave the client's machine, in words (DESIGN.md: usage reports are
+  // inspectable; the policy decides the rest).
+  json leaves = json::array({"query counts and the usage-chain head",
+                             "defense alerts (PRADA alarms, rate-limit refusals, state resets)"});
+  if (auto parsed = capsule::ParsePolicy(h.policy_json); parsed.ok()) {
+    const capsule::DefensePolicy& d = parsed->defenses;
+    if (d.prada.enabled || d.watermark.enabled || d.memguard.enabled)
+      leaves.push_back("defense counters (queries seen and stored by PRADA, watermarked, escrowed)");
+    if (d.watermark.enabled)
+      leaves.push_back(
+          d.watermark.escrow == capsule::EscrowMode::kAlways
+              ? fmt::format("ALWAYS: every watermarked input ({}% of queries), encrypted to the "
+                            "provider's escrow key",
+                            d.watermark.rate * 100)
+              : fmt::format("only after a PRADA alarm: watermarked inputs ({}% of queries), "
+                            "encrypted to the provider's escrow key",
+                            d.watermark.rate * 100));
+  }
+  j["data_leaving_client"] = leaves;
   std::printf("%s\n", j.dump(2).c_str());
 }
 
@@ -345,6 +403,17 @@ void RunUsage(const UsageOptions& o) {
             {"queries_since_lease", parsed->to_count - parsed->from_count},
             {"to_head", capsule::ToHex(parsed->to_head)},
             {"alerts", alerts}};
+  const capsule::DefenseSummary& d = parsed->defenses;
+  j["defenses"] = {{"prada_observed", d.prada_observed},
+                   {"prada_stored", d.prada_stored},
+                   {"prada_last_w", d.prada_last_w < 0 ? json(nullptr) : json(d.prada_last_w)},
+                   {"prada_alarmed", d.prada_alarmed != 0},
+                   {"watermarked", d.watermarked},
+                   {"escrowed", d.escrowed},
+                   {"escrow_dropped", d.escrow_dropped},
+                   {"memguard_applied", d.memguard_applied},
+                   {"rate_limited", d.rate_limited}};
+  j["escrow_records"] = parsed->escrow.size();
   std::printf("%s\n", j.dump().c_str());
 }
 
@@ -456,12 +525,23 @@ void RunRun(const RunOptions& o) {
 }  // namespace
 
 void AddCapsuleCommands(CLI::App& app) {
-  static std::string keygen_out = ".", keygen_name = "provider";
+  static std::string keygen_out = ".", keygen_name;
+  static bool keygen_escrow = false;
   CLI::App* keygen = app.add_subcommand(
-      "keygen", "Provider: make an Ed25519 signing key pair (NAME.key mode 0600, NAME.pub)");
+      "keygen",
+      "Provider: make an Ed25519 signing key pair (NAME.key mode 0600, NAME.pub), or with "
+      "--escrow an X25519 watermark escrow key pair");
   keygen->add_option("--out", keygen_out, "Directory to write the key files to")->required();
-  keygen->add_option("--name", keygen_name, "File stem of the key files");
-  keygen->callback([] { RunKeygen(keygen_out, keygen_name); });
+  keygen->add_option("--name", keygen_name,
+                     "File stem of the key files (default: provider, or escrow with --escrow)");
+  keygen->add_flag("--escrow", keygen_escrow,
+                   "Make the watermark escrow key pair (X25519) whose public key goes into the "
+                   "policy's defenses.watermark.escrow_key");
+  keygen->callback([] {
+    RunKeygen(keygen_out,
+              keygen_name.empty() ? (keygen_escrow ? "escrow" : "provider") : keygen_name,
+              keygen_escrow);
+  });
 
   static PackOptions pack;
   CLI::App* pack_cmd = app.add_subcommand(
@@ -484,6 +564,11 @@ void AddCapsuleCommands(CLI::App& app) {
                        "default: the provider key)");
   pack_cmd->add_option("--input-shape", pack.input_shapes, "Input shape override, as for compile");
   pack_cmd->add_option("--name", pack.name, "Model name in the header (default: file name)");
+  pack_cmd->add_option("--memguard-classifier", pack.memguard_classifier,
+                       "ONNX model of the defender's membership classifier (float32 [N, C] "
+                       "confidences in, member probability out), for policies that enable "
+                       "defenses.memguard; it is encrypted with the model")
+      ->check(CLI::ExistingFile);
   pack_cmd->add_option("--chunk-kib", pack.chunk_kib, "Encryption chunk size in KiB")
       ->check(CLI::Range(4u, 16u * 1024u));
   pack_cmd->callback([] { RunPack(pack); });

@@ -1,7 +1,7 @@
 // The provider's license server and its admin client:
 //   mlcapsule server --db sqlite:PATH|postgresql://... --listen HOST:PORT --tls-cert --tls-key
 //   mlcapsule admin --server URL SUBCOMMAND ...   (providers, customers, capsules, licenses,
-//                                                  billing, alerts; docs/server.md)
+//                                                  billing, alerts, reports; docs/server.md)
 // The server trusts its key directory (mode 0700 files it made) and nothing a client sends. The
 // admin client verifies a capsule file and its key locally before it uploads the capsule's
 // header and key: the server cannot check the provider signature without the whole file.
@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -178,6 +180,79 @@ void RunAdmin(const AdminArgs& a, const std::function<Result<AdminCall>()>& make
   std::printf("%s\n", answer->dump(2).c_str());
 }
 
+// `admin reports`: pages through a license's recorded usage reports and writes each one's exact
+// signed bytes to DIR/LICENSE-ID.report (what `usage --out` writes, what `watermark verify`
+// reads). Each report's signature is checked before it is written; a file that exists already
+// is left alone when it holds the same bytes and is an error otherwise.
+struct ReportsOptions {
+  std::string license;
+  std::string out;
+  int64_t after = 0;
+};
+
+Status ExportReports(const AdminArgs& a, const ReportsOptions& o, json* summary) {
+  MLC_RETURN_IF_ERROR(capsule::InitCrypto());
+  MLC_ASSIGN_OR_RETURN(std::string token,
+                       ReadToken(a.token_file, "MLCAPSULE_ADMIN_TOKEN", "admin token"));
+  const bool id_ok =
+      !o.license.empty() && o.license.size() <= 64 &&
+      std::all_of(o.license.begin(), o.license.end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '-';
+      });
+  if (!id_ok) return InvalidArgument("--license '{}' is not a license id", o.license);
+  std::error_code ec;
+  std::filesystem::create_directories(o.out, ec);
+  if (ec) return IoError("cannot create {}: {}", o.out, ec.message());
+  MLC_ASSIGN_OR_RETURN(auto server, host::ServerConnection::Open(a.server, {.ca_cert = a.ca_cert}));
+  int64_t after = o.after;
+  uint64_t written = 0, unchanged = 0, escrow_records = 0;
+  for (;;) {
+    MLC_ASSIGN_OR_RETURN(json page, server->Get(fmt::format("/v1/admin/licenses/{}/reports?"
+                                                            "after={}&limit=100",
+                                                            o.license, after),
+                                                token));
+    if (!page.contains("reports") || !page["reports"].is_array() || !page.contains("next_after") ||
+        !page["next_after"].is_number_integer())
+      return InvalidArgument("the license server's report page is not what this client expects");
+    const json& reports = page["reports"];
+    if (reports.empty()) break;
+    for (const json& entry : reports) {
+      if (!entry.contains("id") || !entry["id"].is_number_integer() || !entry.contains("bytes") ||
+          !entry["bytes"].is_string())
+        return InvalidArgument("the license server sent a report without id or bytes");
+      const int64_t id = entry["id"].get<int64_t>();
+      if (id <= after)
+        return InvalidArgument("the license server sent report {} after {}: ids must grow", id,
+                               after);
+      MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
+                           capsule::FromBase64(entry["bytes"].get<std::string>(),
+                                               capsule::kMaxUsageReportBytes, "report bytes"));
+      Result<capsule::UsageReport> report = capsule::ParseAndVerifyUsageReport(bytes);
+      if (!report.ok()) return report.status().WithContext(fmt::format("report {}", id));
+      if (report->license_id != o.license)
+        return InvalidArgument("report {} is for license {}, not {}", id,
+                               report->license_id.substr(0, 128), o.license);
+      escrow_records += report->escrow.size();
+      const std::string path = fmt::format("{}/{}-{:010}.report", o.out, o.license, id);
+      const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      if (std::filesystem::exists(path, ec)) {
+        MLC_ASSIGN_OR_RETURN(std::string existing, ReadFile(path, capsule::kMaxUsageReportBytes));
+        if (existing != text)
+          return FailedPrecondition("{} exists and holds other bytes than report {}: move it away",
+                                    path, id);
+        ++unchanged;
+      } else {
+        MLC_RETURN_IF_ERROR(WriteFile(path, text));
+        ++written;
+      }
+      after = id;
+    }
+  }
+  *summary = {{"license_id", o.license}, {"out", o.out},     {"written", written},
+              {"unchanged", unchanged},  {"last_id", after}, {"escrow_records", escrow_records}};
+  return Status::Ok();
+}
+
 std::string Query(std::initializer_list<std::pair<const char*, std::string>> params) {
   std::string q;
   for (const auto& [name, value] : params) {
@@ -200,7 +275,7 @@ void AddAdminCommands(CLI::App& app) {
   CLI::App* admin = app.add_subcommand(
       "admin",
       "Provider: manage the license server (providers, customers, capsules, licenses, "
-      "billing, alerts) over its HTTPS API");
+      "billing, alerts, usage reports) over its HTTPS API");
   admin->add_option("--server", args.server, "License server URL (https://HOST:PORT)")->required();
   admin->add_option("--token-file", args.token_file,
                     "File holding the admin token (default: $MLCAPSULE_ADMIN_TOKEN)");
@@ -273,7 +348,7 @@ void AddAdminCommands(CLI::App& app) {
                                capsule_key_path.empty() ? capsule_path + ".key" : capsule_key_path,
                                view.header.capsule_id));
       // The key must open this capsule: decrypting checks every chunk and the plan digest.
-      MLC_ASSIGN_OR_RETURN(capsule::SecretBytes plan, capsule::DecryptPlan(view, key));
+      MLC_ASSIGN_OR_RETURN(capsule::SecretBytes plan, capsule::DecryptPayload(view, key));
       (void)plan;
       json body = {{"provider_id", capsule_provider},
                    {"header", capsule::ToBase64(view.header_region)},
@@ -359,6 +434,22 @@ void AddAdminCommands(CLI::App& app) {
                                                     {"to", std::to_string(to)}}),
                        {}};
     });
+  });
+
+  static ReportsOptions reports;
+  CLI::App* reports_cmd = admin->add_subcommand(
+      "reports",
+      "Write a license's recorded usage reports (exact signed bytes, one file each) to a "
+      "directory, for `watermark verify`");
+  reports_cmd->add_option("--license", reports.license, "License id")->required();
+  reports_cmd->add_option("--out", reports.out, "Directory to write LICENSE-ID.report files to")
+      ->required();
+  reports_cmd->add_option("--after", reports.after, "Only reports with a larger id")
+      ->check(CLI::NonNegativeNumber);
+  reports_cmd->callback([] {
+    json summary;
+    if (Status s = ExportReports(args, reports, &summary); !s.ok()) return Fail(s);
+    std::printf("%s\n", summary.dump(2).c_str());
   });
 
   static std::string alerts_license;

@@ -4,9 +4,14 @@
 #include "defense/output_policy.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <span>
+
+#include "defense/memguard.h"
+#include "defense/rng.h"
 
 namespace mlcapsule::defense {
 namespace {
@@ -143,6 +148,67 @@ int64_t ArgMax(const float* row, int64_t n) {
   return best;
 }
 
+// One row as probabilities for the perturbing modes: softmax of logits, or the scores read as
+// probabilities (NaN counts as 0, values clamped to [0, 1], so +inf is 1 and -inf is 0).
+void ProbabilityRow(const float* row, int64_t n, bool logits, float* out) {
+  if (logits) {
+    SoftmaxRow(row, n, out);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = std::isnan(row[i]) ? 0.0f : std::clamp(row[i], 0.0f, 1.0f);
+}
+
+// Scales a row of finite, non-negative values to sum 1; a row summing to 0 becomes uniform (it
+// carries no ranking to keep, and uniform reveals nothing about the unperturbed vector).
+void Renormalise(float* row, int64_t n) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += row[i];
+  if (!(sum > 0)) {
+    std::fill(row, row + n, 1.0f / static_cast<float>(n));
+    return;
+  }
+  const double inverse_sum = 1.0 / sum;
+  for (int64_t i = 0; i < n; ++i) row[i] = static_cast<float>(row[i] * inverse_sum);
+}
+
+// Reverse sigmoid (Lee et al. 2019) of one probability row, in place:
+// p' = clip(p - beta * (sigmoid(gamma * logit(clip(p, 1e-9, 1 - 1e-9))) - 1/2), 0, 1),
+// renormalised. In double; exp overflows to inf, never to NaN, for any beta, gamma in range.
+void ReverseSigmoidRow(float* row, int64_t n, double beta, double gamma) {
+  constexpr double kClip = 1e-9;
+  const int64_t top = ArgMax(row, n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double p = row[i];
+    const double clipped = std::clamp(p, kClip, 1.0 - kClip);
+    const double logit = std::log(clipped / (1.0 - clipped));
+    const double sigmoid = 1.0 / (1.0 + std::exp(-gamma * logit));
+    row[i] = static_cast<float>(std::clamp(p - beta * (sigmoid - 0.5), 0.0, 1.0));
+  }
+  Renormalise(row, n);
+  // When the transform is increasing (docs/defenses.md gives the condition) the top class stays
+  // strictly above every class it was above, but rounding to float can turn a gap of less than an
+  // ulp into a tie, which the ranking would give to a lower index. Keep such a tie with the old
+  // top class; a real reversal (the transform not increasing) is left as it is.
+  const float best = row[ArgMax(row, n)];
+  if (row[top] == best) {
+    for (int64_t i = 0; i < top; ++i) {
+      if (row[i] == best) {
+        row[top] = std::nextafter(best, 2.0f);
+        break;
+      }
+    }
+  }
+}
+
+// Gaussian noise on one probability row, in place: max(p + N(0, sigma^2), 0), renormalised.
+void GaussianRow(float* row, int64_t n, double sigma, Rng& rng) {
+  for (int64_t i = 0; i < n; ++i) {
+    row[i] = static_cast<float>(std::max(row[i] + sigma * rng.Normal(), 0.0));
+  }
+  Renormalise(row, n);
+}
+
 // Shapes `tensor` in place, keeping its buffer's capacity.
 template <typename T>
 T* Reshape(engine::Tensor* tensor, DType dtype, const engine::Dims& dims) {
@@ -223,6 +289,8 @@ Result<std::vector<IoTensor>> OutputPolicyIo(const OutputPolicy& policy,
   switch (policy.mode) {
     case OutputMode::kProbabilities:
     case OutputMode::kRounded:
+    case OutputMode::kReverseSigmoid:
+    case OutputMode::kGaussian:
       client.push_back(scores);
       break;
     case OutputMode::kTopK: {
@@ -242,8 +310,9 @@ Result<std::vector<IoTensor>> OutputPolicyIo(const OutputPolicy& policy,
   return client;
 }
 
-Status ApplyOutputPolicy(const OutputPolicy& policy, const engine::TensorView& scores,
-                         std::vector<engine::Tensor>* client_outputs) {
+Status ApplyOutputPolicy(const OutputPolicy& policy, const engine::TensorView& scores, Rng* rng,
+                         MemGuard* memguard, std::vector<engine::Tensor>* client_outputs,
+                         uint64_t* memguard_released) {
   if (scores.dtype != DType::kFloat32) {
     return InvalidArgument("output policy: scores are {}, expected float32",
                            engine::DTypeName(scores.dtype));
@@ -256,6 +325,22 @@ Status ApplyOutputPolicy(const OutputPolicy& policy, const engine::TensorView& s
   const int64_t rows = scores.NumElements() / classes;
   const float* in = scores.As<const float>();
   if (rows > 0 && in == nullptr) return InvalidArgument("output policy: scores have no data");
+  if (memguard != nullptr) {
+    if (policy.mode != OutputMode::kProbabilities && policy.mode != OutputMode::kRounded) {
+      return FailedPrecondition(
+          "output policy: MemGuard perturbs the confidence vector, so the mode must be "
+          "probabilities or rounded (it is {})",
+          capsule::OutputModeName(policy.mode));
+    }
+    if (memguard->classes() != classes) {
+      return FailedPrecondition("output policy: MemGuard was set up for {} classes, scores have {}",
+                                memguard->classes(), classes);
+    }
+  }
+  if (rng == nullptr && (policy.mode == OutputMode::kGaussian || memguard != nullptr)) {
+    return FailedPrecondition("output policy: {} needs a random source",
+                              memguard != nullptr ? "MemGuard" : "gaussian");
+  }
   engine::Dims leading(scores.dims.begin(), scores.dims.end() - 1);
 
   switch (policy.mode) {
@@ -268,7 +353,30 @@ Status ApplyOutputPolicy(const OutputPolicy& policy, const engine::TensorView& s
       } else if (rows > 0) {
         std::memcpy(out, in, static_cast<size_t>(rows * classes) * sizeof(float));
       }
+      if (memguard != nullptr) {
+        for (int64_t r = 0; r < rows; ++r) {
+          MemGuardStats stats;
+          MLC_RETURN_IF_ERROR(memguard->Perturb(
+              std::span<float>(out + r * classes, static_cast<size_t>(classes)), *rng, &stats));
+          if (memguard_released != nullptr && stats.applied) ++*memguard_released;
+        }
+      }
       if (policy.mode == OutputMode::kRounded) RoundInPlace(out, rows * classes, policy.decimals);
+      return Status::Ok();
+    }
+    case OutputMode::kReverseSigmoid:
+    case OutputMode::kGaussian: {
+      client_outputs->resize(1);
+      float* out = Reshape<float>(&(*client_outputs)[0], DType::kFloat32, scores.dims);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = out + r * classes;
+        ProbabilityRow(in + r * classes, classes, policy.logits, row);
+        if (policy.mode == OutputMode::kReverseSigmoid) {
+          ReverseSigmoidRow(row, classes, policy.beta, policy.gamma);
+        } else {
+          GaussianRow(row, classes, policy.sigma, *rng);
+        }
+      }
       return Status::Ok();
     }
     case OutputMode::kTopK: {

@@ -41,10 +41,11 @@ Result<CoreInfo> ParseCoreInfo(std::span<const uint8_t> bytes) {
 
 namespace {
 
-// The kOpen message is capsule_length:u64 capsule sealed_state:blob32 threads:u32 (boundary.h).
+// The kOpen message is capsule_length:u64 capsule sealed_state:blob32 journal:blob64 threads:u32
+// (boundary.h).
 // It is built around the capsule's bytes so a large capsule is not copied once more.
 constexpr size_t kOpenPrefix = sizeof(uint64_t);
-constexpr size_t kOpenSuffixReserve = 4 + trusted::kMaxSealedStateBytes + 4;
+constexpr size_t kOpenSuffixReserve = 4 + trusted::kMaxSealedStateBytes + 8 + 4;
 
 Status CheckOptionsAndStateDir(const ClientOptions& options) {
   if (options.state_dir.empty()) return InvalidArgument("a state directory is required");
@@ -140,10 +141,18 @@ Result<std::unique_ptr<Client>> Client::OpenMessage(std::string message,
   if (std::filesystem::exists(sealed_path)) {
     MLC_ASSIGN_OR_RETURN(sealed, ReadFile(sealed_path, trusted::kMaxSealedStateBytes));
   }
+  std::string journal;
+  const std::string journal_path = (dir / kJournalFile).string();
+  if (!sealed.empty() && std::filesystem::exists(journal_path)) {
+    MLC_ASSIGN_OR_RETURN(journal, ReadFile(journal_path, trusted::kMaxJournalBytes));
+  }
   const uint32_t sealed_size = static_cast<uint32_t>(sealed.size());
+  const uint64_t journal_size = journal.size();
   const uint32_t threads = static_cast<uint32_t>(options.threads);
   message.append(reinterpret_cast<const char*>(&sealed_size), sizeof(sealed_size));
   message.append(sealed);
+  message.append(reinterpret_cast<const char*>(&journal_size), sizeof(journal_size));
+  message.append(journal);
   message.append(reinterpret_cast<const char*>(&threads), sizeof(threads));
   trusted::Reply reply;
   MLC_RETURN_IF_ERROR(client->CallCore(trusted::Call::kOpen, AsBytes(message), &reply));
@@ -158,9 +167,45 @@ Client::~Client() {
 
 Status Client::StoreSealed(const std::vector<uint8_t>& sealed) {
   if (sealed.empty()) return Status::Ok();
-  const std::string path = (std::filesystem::path(options_.state_dir) / kSealedStateFile).string();
-  return WriteFile(path,
-                   std::string_view(reinterpret_cast<const char*>(sealed.data()), sealed.size()));
+  MLC_ASSIGN_OR_RETURN(trusted::SealedUpdate update, trusted::SplitSealedUpdate(sealed));
+  const std::filesystem::path dir(options_.state_dir);
+  // The journal first: the state about to be stored commits to it.
+  const std::string journal_path = (dir / kJournalFile).string();
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(journal_path, ec);
+  if (update.journal_keep > 0 || !update.journal_append.empty() || exists) {
+    int fd = ::open(journal_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return IoError("cannot open {}: {}", journal_path, std::strerror(errno));
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat info {};
+    if (::fstat(fd, &info) != 0)
+      return IoError("cannot stat {}: {}", journal_path, std::strerror(errno));
+    if (static_cast<uint64_t>(info.st_size) < update.journal_keep)
+      return DataLoss(
+          "{} has {} bytes but the core's state continues from {}: an earlier journal write was "
+          "lost; restore the state directory from a backup",
+          journal_path, info.st_size, update.journal_keep);
+    if (static_cast<uint64_t>(info.st_size) != update.journal_keep &&
+        ::ftruncate(fd, static_cast<off_t>(update.journal_keep)) != 0)
+      return IoError("cannot truncate {}: {}", journal_path, std::strerror(errno));
+    size_t done = 0;
+    while (done < update.journal_append.size()) {
+      ssize_t n = ::pwrite(fd, update.journal_append.data() + done,
+                           update.journal_append.size() - done,
+                           static_cast<off_t>(update.journal_keep + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return IoError("cannot write {}: {}", journal_path, std::strerror(errno));
+      done += static_cast<size_t>(n);
+    }
+    if (!update.journal_append.empty() && ::fdatasync(fd) != 0)
+      return IoError("cannot sync {}: {}", journal_path, std::strerror(errno));
+  }
+  const std::string path = (dir / kSealedStateFile).string();
+  return WriteFile(path, std::string_view(reinterpret_cast<const char*>(update.state.data()),
+                                          update.state.size()));
 }
 
 Status Client::CallCore(trusted::Call call, std::span<const uint8_t> input, trusted::Reply* reply) {

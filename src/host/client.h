@@ -105,6 +105,7 @@ class Client {
 
 // File names inside the state directory.
 inline constexpr const char* kSealedStateFile = "sealed-state.bin";
+inline constexpr const char* kJournalFile = "journal.bin";  // PRADA's sealed records
 inline constexpr const char* kCapsuleIdFile = "capsule-id";
 inline constexpr const char* kLockFile = "lock";
 

@@ -13,7 +13,9 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMaxAnswerBytes = 1 << 20;
+// The largest answer: a page of recorded usage reports (admin API, about 2 MiB of reports in
+// base64 plus their fields).
+constexpr size_t kMaxAnswerBytes = 4 << 20;
 
 Status StatusForHttp(int http, std::string message) {
   switch (http) {

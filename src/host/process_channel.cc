@@ -29,7 +29,7 @@
 namespace mlcapsule::host {
 namespace {
 
-static_assert(capsule::kMaxReplySealedBytes == trusted::kMaxSealedStateBytes,
+static_assert(capsule::kMaxReplySealedBytes >= trusted::kMaxSealedUpdateBytes,
               "the reply limit on sealed state must accept what kOpen accepts");
 
 constexpr const char* kCoreBinaryName = "mlcapsule-core";

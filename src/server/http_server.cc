@@ -10,10 +10,17 @@
 #include <cstdio>
 #include <cstring>
 
+#include "capsule/messages.h"
+
 namespace mlcapsule::server {
 namespace {
 
 constexpr int kListenBacklog = 1024;  // pending connections (capped by net.core.somaxconn)
+
+// The largest client message (an evidence request carrying the largest usage report) travels as
+// base64 in a JSON body, which must stay within the body limit.
+static_assert((capsule::kMaxEvidenceRequestBytes + 2) / 3 * 4 + 1024 <= kMaxBodyBytes);
+static_assert((capsule::kMaxUsageReportBytes + 2) / 3 * 4 + 1024 <= kMaxBodyBytes);
 
 const char* CodeName(StatusCode code) {
   switch (code) {
@@ -244,6 +251,14 @@ void HttpServer::Routes() {
          admin([s](const auto& req, auto& res) { Reply(res, s->RevokeLicense(req.matches[1])); }));
   h.Post(R"(/v1/admin/licenses/([A-Za-z0-9_.\-]{1,64})/resolve-forks)",
          admin([s](const auto& req, auto& res) { Reply(res, s->ResolveForks(req.matches[1])); }));
+  h.Get(R"(/v1/admin/licenses/([A-Za-z0-9_.\-]{1,64})/reports)",
+        admin([s](const auto& req, auto& res) {
+          auto after = QueryInt(req, "after", 0);
+          auto limit = QueryInt(req, "limit", LicenseService::kDefaultReportPage);
+          if (!after.ok()) return SendError(res, after.status());
+          if (!limit.ok()) return SendError(res, limit.status());
+          Reply(res, s->UsageReports(req.matches[1], *after, *limit));
+        }));
   h.Get("/v1/admin/billing", admin([s](const auto& req, auto& res) {
           auto from = QueryInt(req, "from", 0);
           auto to = QueryInt(req, "to", std::numeric_limits<int64_t>::max());

@@ -123,6 +123,9 @@ json LicenseJson(const LicenseRecord& l) {
           {"created_at", l.created_at}};
 }
 
+// The length of the padded base64 of `bytes` bytes: the bound on a JSON field that carries them.
+constexpr size_t Base64Length(uint64_t bytes) { return static_cast<size_t>((bytes + 2) / 3 * 4); }
+
 json AlertJson(const AlertRecord& a) {
   return {{"id", a.id},         {"license_id", a.license_id}, {"kind", a.kind},
           {"detail", a.detail}, {"created_at", a.created_at}, {"resolved", a.resolved}};
@@ -304,7 +307,8 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
   const int64_t now = Now();
   MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token, /*fresh=*/true));
   MLC_ASSIGN_OR_RETURN(Body b, Body::Of(body, {"evidence_request"}));
-  MLC_ASSIGN_OR_RETURN(std::string text, b.String("evidence_request", 4 * 1024 * 1024));
+  MLC_ASSIGN_OR_RETURN(std::string text, b.String("evidence_request",
+                                                  Base64Length(capsule::kMaxEvidenceRequestBytes)));
   MLC_ASSIGN_OR_RETURN(
       std::vector<uint8_t> bytes,
       capsule::FromBase64(text, capsule::kMaxEvidenceRequestBytes, "evidence_request"));
@@ -415,7 +419,8 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
 Result<json> LicenseService::Usage(std::string_view token, const json& body) {
   MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token, /*fresh=*/false));
   MLC_ASSIGN_OR_RETURN(Body b, Body::Of(body, {"usage_report"}));
-  MLC_ASSIGN_OR_RETURN(std::string text, b.String("usage_report", 1024 * 1024));
+  MLC_ASSIGN_OR_RETURN(std::string text,
+                       b.String("usage_report", Base64Length(capsule::kMaxUsageReportBytes)));
   MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
                        capsule::FromBase64(text, capsule::kMaxUsageReportBytes, "usage_report"));
   MLC_ASSIGN_OR_RETURN(capsule::UsageReport report, capsule::ParseAndVerifyUsageReport(bytes));
@@ -635,6 +640,37 @@ Result<json> LicenseService::Alerts(const std::string& license_id, int64_t after
   json out = json::array();
   for (const AlertRecord& a : list) out.push_back(AlertJson(a));
   return out;
+}
+
+Result<json> LicenseService::UsageReports(const std::string& license_id, int64_t after_id,
+                                          int64_t limit) {
+  if (limit < 1 || limit > kMaxReportPage)
+    return InvalidArgument("limit {} is out of range 1..{}", limit, kMaxReportPage);
+  if (after_id < 0) return InvalidArgument("after {} is negative", after_id);
+  MLC_ASSIGN_OR_RETURN(LicenseRecord license, store_->GetLicense(license_id));
+  MLC_ASSIGN_OR_RETURN(
+      std::vector<StoredReport> reports,
+      store_->ListUsageReports(license.id, after_id, static_cast<size_t>(limit), kReportPageBytes));
+  json list = json::array();
+  int64_t next_after = after_id;
+  for (const StoredReport& r : reports) {
+    json entry = {{"id", r.id},
+                  {"lease_id", Hex(r.lease_id)},
+                  {"report_sequence", r.report_sequence},
+                  {"to_count", r.to_count},
+                  {"outcome", ReportOutcomeName(r.outcome)},
+                  {"billed_queries", r.billed_queries},
+                  {"created_at", r.created_at},
+                  {"bytes", capsule::ToBase64(r.bytes)}};
+    // The stored bytes were verified when they arrived; parsing again only reads counts out.
+    if (Result<capsule::UsageReport> parsed = capsule::ParseUsageReport(r.bytes); parsed.ok()) {
+      entry["alerts"] = parsed->alerts.size();
+      entry["escrow_records"] = parsed->escrow.size();
+    }
+    list.push_back(std::move(entry));
+    next_after = r.id;
+  }
+  return json{{"license_id", license.id}, {"reports", list}, {"next_after", next_after}};
 }
 
 int HttpStatusFor(const Status& status) {

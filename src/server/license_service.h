@@ -9,7 +9,7 @@
 //              the capsule key wrapped to the attested core key
 //   Usage   -> a signed usage report, recorded idempotently (group commit, report_batcher.h)
 // The admin calls, with an admin token: providers, customers, capsules, licenses, revocation,
-// billing and alerts.
+// billing, alerts and the recorded usage reports.
 //
 //   MLC_ASSIGN_OR_RETURN(auto service, LicenseService::Create(std::move(store), std::move(master),
 //                                                             std::move(signer), options));
@@ -75,6 +75,13 @@ class LicenseService {
   Result<json> ResolveForks(const std::string& id);
   Result<json> Billing(const std::string& customer_id, int64_t from, int64_t to);
   Result<json> Alerts(const std::string& license_id, int64_t after_id);
+  // A page of the license's recorded usage reports (exact signed bytes, base64) with id >
+  // after_id: at most `limit` (1..kMaxReportPage) and about kReportPageBytes of reports. An
+  // empty page is the end. For `mlcapsule admin reports` (watermark escrow export).
+  Result<json> UsageReports(const std::string& license_id, int64_t after_id, int64_t limit);
+  static constexpr int64_t kMaxReportPage = 100;
+  static constexpr int64_t kDefaultReportPage = 16;
+  static constexpr uint64_t kReportPageBytes = uint64_t{2} << 20;
   // Bootstrap (`mlcapsule server --create-admin-token NAME`): the token, shown once.
   Result<std::string> CreateAdminToken(const std::string& name);
 

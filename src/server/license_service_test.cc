@@ -385,6 +385,78 @@ TEST_F(LicenseServiceTest, MalformedRequestsWriteNothing) {
             StatusCode::kInvalidArgument);
 }
 
+TEST_F(LicenseServiceTest, RecordedReportsAreListedWithTheirExactBytes) {
+  auto client = OpenClient();
+  ASSERT_TRUE(Attest(*client, token_, false).ok());
+  ASSERT_TRUE(Query(*client, 2).ok());
+  auto first = client->UsageReport();
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(service_->Usage(token_, {{"usage_report", capsule::ToBase64(*first)}}).ok());
+  ASSERT_TRUE(Attest(*client, token_, true).ok());  // the renewal records the same report again
+  ASSERT_TRUE(Query(*client).ok());
+  auto second = client->UsageReport();
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(service_->Usage(token_, {{"usage_report", capsule::ToBase64(*second)}}).ok());
+
+  auto page = service_->UsageReports("lic-1", 0, 10);
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  EXPECT_EQ((*page)["license_id"], "lic-1");
+  const json& reports = (*page)["reports"];
+  // The first report, the one the renewal carried (a newer one, or the same bytes recorded once)
+  // and the last, in recording order.
+  ASSERT_GE(reports.size(), 2u);
+  ASSERT_LE(reports.size(), 3u);
+  EXPECT_EQ(reports[0]["bytes"], capsule::ToBase64(*first));
+  EXPECT_EQ(reports[0]["outcome"], "accepted");
+  EXPECT_EQ(reports[0]["to_count"], 2);
+  EXPECT_EQ(reports[0]["billed_queries"], 2);
+  EXPECT_EQ(reports[0]["created_at"], kStart);
+  EXPECT_EQ(reports[0]["escrow_records"], 0);
+  EXPECT_EQ(reports.back()["bytes"], capsule::ToBase64(*second));
+  EXPECT_EQ(reports.back()["to_count"], 3);
+  EXPECT_EQ((*page)["next_after"], reports.back()["id"]);
+  for (size_t i = 1; i < reports.size(); ++i)
+    EXPECT_LT(reports[i - 1]["id"].get<int64_t>(), reports[i]["id"].get<int64_t>());
+
+  // One at a time, the same reports; then an empty page.
+  int64_t after = 0;
+  for (const json& expected : reports) {
+    auto one = service_->UsageReports("lic-1", after, 1);
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    ASSERT_EQ((*one)["reports"].size(), 1u);
+    EXPECT_EQ((*one)["reports"][0]["bytes"], expected["bytes"]);
+    after = (*one)["next_after"].get<int64_t>();
+  }
+  auto end = service_->UsageReports("lic-1", after, 1);
+  ASSERT_TRUE(end.ok());
+  EXPECT_TRUE((*end)["reports"].empty());
+  EXPECT_EQ((*end)["next_after"], after);
+
+  EXPECT_EQ(service_->UsageReports("lic-9", 0, 10).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(service_->UsageReports("lic-1", 0, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_->UsageReports("lic-1", 0, 101).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_->UsageReports("lic-1", -1, 10).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(LicenseServiceTest, AOneMebibyteUsageReportFitsTheJsonLimits) {
+  // The body's field limits admit the base64 of the largest report and evidence request: what
+  // stops these is the message itself (bad magic), not the JSON size.
+  const std::vector<uint8_t> report(capsule::kMaxUsageReportBytes, 0x01);
+  auto usage = service_->Usage(token_, {{"usage_report", capsule::ToBase64(report)}});
+  ASSERT_FALSE(usage.ok());
+  EXPECT_NE(usage.status().message().find("bad magic"), std::string::npos)
+      << usage.status().message();
+  const std::vector<uint8_t> over(capsule::kMaxUsageReportBytes + 1, 0x01);
+  usage = service_->Usage(token_, {{"usage_report", capsule::ToBase64(over)}});
+  ASSERT_FALSE(usage.ok());
+  EXPECT_NE(usage.status().message().find("over the limit"), std::string::npos);
+  const std::vector<uint8_t> request(capsule::kMaxEvidenceRequestBytes, 0x01);
+  auto attest = service_->Attest(token_, {{"evidence_request", capsule::ToBase64(request)}});
+  ASSERT_FALSE(attest.ok());
+  EXPECT_NE(attest.status().message().find("bad magic"), std::string::npos)
+      << attest.status().message();
+}
+
 TEST_F(LicenseServiceTest, CapsuleMustPinThisServersLeaseKey) {
   TestProvider other = TestProvider::Make(
       mlcapsule::testing::ClassifierPlan(mlcapsule::testing::DefaultClassifierWeights()),

@@ -20,8 +20,8 @@
 namespace mlcapsule::server {
 namespace {
 
-// Versioned migrations, as in sqlite_store.cc (version 2 is explained there). Never edit one
-// that has shipped; append.
+// Versioned migrations, as in sqlite_store.cc (versions 2 and 3 are explained there). Never edit
+// one that has shipped; append. Version 3's ids come from a sequence (BIGSERIAL), drawn at insert.
 constexpr const char* kMigrations[] = {
     R"sql(
 CREATE TABLE nonces (
@@ -122,6 +122,10 @@ CREATE TABLE admin_tokens (
   created_at BIGINT NOT NULL,
   revoked BOOLEAN NOT NULL DEFAULT FALSE
 );
+)sql",
+    R"sql(
+ALTER TABLE usage_reports ADD COLUMN id BIGSERIAL;
+CREATE UNIQUE INDEX usage_reports_license_id ON usage_reports(license_id, id);
 )sql",
 };
 
@@ -649,6 +653,42 @@ class PgStore final : public Store {
           license_id);
       return r[0][0].as<int64_t>() > 0;
     });
+  }
+
+  Result<std::vector<StoredReport>> ListUsageReports(const std::string& license_id,
+                                                     int64_t after_id, size_t limit,
+                                                     uint64_t max_bytes) override {
+    return Transact(
+        "listing usage reports", [&](pqxx::work& tx) -> Result<std::vector<StoredReport>> {
+          // The page's running byte total is computed from the lengths alone; only
+          // the rows within max_bytes (and always the first) bring their bytes.
+          pqxx::result r = tx.exec_params(
+              "SELECT r.id, encode(r.lease_id, 'hex'), r.report_sequence, r.to_count, "
+              "r.outcome, r.billed, r.created_at, encode(r.bytes, 'hex') FROM "
+              "usage_reports r JOIN (SELECT id, octet_length(bytes) AS size, "
+              "SUM(octet_length(bytes)) OVER (ORDER BY id) AS running FROM "
+              "usage_reports WHERE license_id = $1 AND id > $2 ORDER BY id LIMIT $3) "
+              "t ON r.license_id = $1 AND r.id = t.id WHERE t.running = t.size OR "
+              "t.running <= $4 ORDER BY r.id",
+              license_id, after_id, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)),
+              static_cast<int64_t>(std::min<uint64_t>(max_bytes, INT64_MAX)));
+          std::vector<StoredReport> reports;
+          for (const auto& row : r) {
+            StoredReport report;
+            report.id = row[0].as<int64_t>();
+            report.report_sequence = row[2].as<uint64_t>();
+            report.to_count = row[3].as<uint64_t>();
+            report.billed_queries = row[5].as<uint64_t>();
+            report.created_at = row[6].as<int64_t>();
+            if (!FromHexField(row[1], &report.lease_id) ||
+                !ReportOutcomeFromName(row[4].c_str(), &report.outcome) ||
+                !FromHexField(row[7], &report.bytes))
+              return DataLoss("usage report {} of license {} has a malformed stored field",
+                              report.id, license_id);
+            reports.push_back(std::move(report));
+          }
+          return reports;
+        });
   }
 
   Result<std::vector<AlertRecord>> Alerts(const std::string& license_id,

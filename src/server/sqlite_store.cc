@@ -26,6 +26,11 @@ namespace {
 // license and receive time (usage_reports.created_at is the server's `now` when it recorded the
 // report), whose index replaces the plain license one, as the lease (license, sequence) index
 // replaces leases_license.
+//
+// Version 3: usage reports get an id in recording order (the admin API pages a license's reports
+// by it, for watermark escrow export). It is assigned inside the write transaction as one more
+// than the largest (SQLite's rowid is not stable across VACUUM for a table without an integer
+// primary key); reports recorded before keep their rowid order.
 constexpr std::string_view kMigrations[] = {
     R"sql(
 CREATE TABLE nonces (
@@ -127,6 +132,12 @@ CREATE TABLE admin_tokens (
   revoked INTEGER NOT NULL DEFAULT 0
 );
 )sql",
+    R"sql(
+ALTER TABLE usage_reports ADD COLUMN id INTEGER;
+UPDATE usage_reports SET id = rowid;
+CREATE UNIQUE INDEX usage_reports_id ON usage_reports(id);
+CREATE INDEX usage_reports_license_id ON usage_reports(license_id, id);
+)sql",
 };
 
 // A statement from the connection's cache (SqliteStore::Prepare): prepared once, reset and
@@ -166,6 +177,9 @@ class Statement {
     return text ? std::string(reinterpret_cast<const char*>(text),
                               static_cast<size_t>(sqlite3_column_bytes(stmt_, column)))
                 : std::string();
+  }
+  uint64_t Size(int column) const {
+    return static_cast<uint64_t>(sqlite3_column_bytes(stmt_, column));
   }
   std::vector<uint8_t> Bytes(int column) const {
     const auto* data = static_cast<const uint8_t*>(sqlite3_column_blob(stmt_, column));
@@ -619,6 +633,41 @@ class SqliteStore final : public Store {
     return results;
   }
 
+  Result<std::vector<StoredReport>> ListUsageReports(const std::string& license_id,
+                                                     int64_t after_id, size_t limit,
+                                                     uint64_t max_bytes) override {
+    std::lock_guard lock(mutex_);
+    Statement q = Prepare(
+        "SELECT id, lease_id, report_sequence, to_count, outcome, billed, created_at, bytes FROM "
+        "usage_reports WHERE license_id = ? AND id > ? ORDER BY id LIMIT ?");
+    if (!q.ok()) return Error("preparing the report list");
+    q.Bind(1, license_id)
+        .Bind(2, after_id)
+        .Bind(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+    std::vector<StoredReport> reports;
+    uint64_t bytes = 0;
+    int rc;
+    // Rows are read one at a time, so a page stops before it holds more than max_bytes.
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      StoredReport report;
+      report.id = q.Int(0);
+      report.report_sequence = static_cast<uint64_t>(q.Int(2));
+      report.to_count = static_cast<uint64_t>(q.Int(3));
+      report.billed_queries = static_cast<uint64_t>(q.Int(5));
+      report.created_at = q.Int(6);
+      if (!q.Blob(1, &report.lease_id) || !ReportOutcomeFromName(q.Text(4), &report.outcome))
+        return DataLoss("usage report {} of license {} has a malformed stored field", report.id,
+                        license_id);
+      const uint64_t size = q.Size(7);
+      if (!reports.empty() && bytes + size > max_bytes) break;
+      report.bytes = q.Bytes(7);
+      bytes += size;
+      reports.push_back(std::move(report));
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("listing usage reports");
+    return reports;
+  }
+
   Result<uint64_t> BilledQueries(const std::string& license_id) override {
     std::lock_guard lock(mutex_);
     // Per lease, the accepted reports billed exactly how far its recorded point moved from its
@@ -875,7 +924,8 @@ class SqliteStore final : public Store {
     {
       Statement insert = Prepare(
           "INSERT INTO usage_reports(digest, lease_id, license_id, report_sequence, to_count, "
-          "to_head, outcome, billed, created_at, bytes) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+          "to_head, outcome, billed, created_at, bytes, id) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+          "(SELECT COALESCE(MAX(id), 0) + 1 FROM usage_reports))");
       if (!insert.ok()) return Error("preparing the report insert");
       insert.Bind(1, std::span<const uint8_t>(digest))
           .Bind(2, std::span<const uint8_t>(report.lease_id))
@@ -908,6 +958,17 @@ class SqliteStore final : public Store {
 };
 
 }  // namespace
+
+bool ReportOutcomeFromName(std::string_view name, ReportOutcome* outcome) {
+  for (ReportOutcome candidate : {ReportOutcome::kAccepted, ReportOutcome::kDuplicate,
+                                  ReportOutcome::kStale, ReportOutcome::kFork}) {
+    if (name == ReportOutcomeName(candidate)) {
+      *outcome = candidate;
+      return true;
+    }
+  }
+  return false;
+}
 
 const char* ReportOutcomeName(ReportOutcome outcome) {
   switch (outcome) {

@@ -123,11 +123,24 @@ enum class ReportOutcome {
   kFork,       // contradicts what is recorded: alert raised, not billed, renewal blocked
 };
 const char* ReportOutcomeName(ReportOutcome outcome);
+bool ReportOutcomeFromName(std::string_view name, ReportOutcome* outcome);
 
 struct ReportResult {
   ReportOutcome outcome = ReportOutcome::kAccepted;
   uint64_t billed_queries = 0;  // queries this report added to the bill
   std::string detail;           // why, for forks and stale reports
+};
+
+// A usage report as recorded: its exact signed bytes and what the ledger made of it.
+struct StoredReport {
+  int64_t id = 0;  // assigned by the store, growing in recording order (paging key)
+  capsule::LeaseId lease_id{};
+  uint64_t report_sequence = 0;
+  uint64_t to_count = 0;
+  ReportOutcome outcome = ReportOutcome::kAccepted;
+  uint64_t billed_queries = 0;
+  int64_t created_at = 0;  // the server's receive time
+  std::vector<uint8_t> bytes;
 };
 
 struct AlertRecord {
@@ -191,6 +204,14 @@ class Store {
     const PendingReport one{&report, signed_bytes};
     return std::move(RecordUsageReports(std::span(&one, 1), now).front());
   }
+  // The reports recorded for a license (every outcome; a duplicate is not recorded again) with
+  // id > after_id, in id order: at most `limit`, and after the first no more than `max_bytes`
+  // of report bytes in all (a page stays bounded however large its reports are). Under
+  // PostgreSQL ids are drawn when a report is inserted, so a report committed concurrently may
+  // get a smaller id than one already listed: a reader that must see everything lists from 0.
+  virtual Result<std::vector<StoredReport>> ListUsageReports(const std::string& license_id,
+                                                             int64_t after_id, size_t limit,
+                                                             uint64_t max_bytes) = 0;
   // Queries billed so far under a license (sum over accepted reports).
   virtual Result<uint64_t> BilledQueries(const std::string& license_id) = 0;
   // Whether a license has an unresolved fork (renewal is blocked while it does).

@@ -206,11 +206,11 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(StoreTest, MigrationsAreVersionedAndIdempotent) {
   auto version = store_->SchemaVersion();
   ASSERT_TRUE(version.ok());
-  EXPECT_EQ(*version, 2);
+  EXPECT_EQ(*version, 3);
   EXPECT_TRUE(store_->Migrate().ok());
-  EXPECT_EQ(*store_->SchemaVersion(), 2);
+  EXPECT_EQ(*store_->SchemaVersion(), 3);
   auto reopened = OpenFresh();
-  EXPECT_EQ(*reopened->SchemaVersion(), 2);
+  EXPECT_EQ(*reopened->SchemaVersion(), 3);
 }
 
 // The schema of version 1, as it shipped (a database written by that server).
@@ -277,7 +277,7 @@ TEST_P(StoreTest, VersionOneDatabaseMigratesKeepingLeasesAndReports) {
   ASSERT_TRUE(store_);
   EXPECT_EQ(*store_->SchemaVersion(), 1);
   ASSERT_TRUE(store_->Migrate().ok());
-  EXPECT_EQ(*store_->SchemaVersion(), 2);
+  EXPECT_EQ(*store_->SchemaVersion(), 3);
   EXPECT_EQ(*store_->BilledQueries("license-1"), 10u);
   EXPECT_EQ(Record(first)->outcome, ReportOutcome::kDuplicate);
   EXPECT_EQ(Record(Report(2, 25))->billed_queries, 15u);
@@ -292,6 +292,14 @@ TEST_P(StoreTest, VersionOneDatabaseMigratesKeepingLeasesAndReports) {
   EXPECT_TRUE(store_->RecordLease(MakeLease("license-1", 2)).ok());
   EXPECT_TRUE(store_->RecordLease(MakeLease("license-2", 1)).ok());
   EXPECT_TRUE(store_->Migrate().ok());
+  // The report stored before ids existed got one, and lists before the one recorded after.
+  auto listed = store_->ListUsageReports("license-1", 0, 10, 1 << 20);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].bytes, first);
+  EXPECT_EQ((*listed)[0].created_at, 1600);
+  EXPECT_LT((*listed)[0].id, (*listed)[1].id);
+  EXPECT_EQ((*listed)[1].to_count, 25u);
 }
 
 TEST_P(StoreTest, AdminEntitiesAreCreatedListedAndChecked) {
@@ -529,6 +537,63 @@ TEST_P(StoreTest, ReportsAreBilledOnceAndRetriesAreDuplicates) {
   EXPECT_EQ(second->billed_queries, 15u);  // cumulative reports: only the new queries
   EXPECT_EQ(*store_->BilledQueries("license-1"), 25u);
   EXPECT_FALSE(*store_->HasFork("license-1"));
+}
+
+TEST_P(StoreTest, RecordedReportsListInOrderWithTheirExactBytesAndPage) {
+  ASSERT_TRUE(store_->RecordLease(lease_).ok());
+  const LeaseRecord other = MakeLease("license-2", 1);
+  ASSERT_TRUE(store_->RecordLease(other).ok());
+  EXPECT_TRUE(store_->ListUsageReports("license-1", 0, 10, 1 << 20)->empty());
+  const auto first = Report(1, 10);
+  const auto second = Report(2, 25);
+  const auto fork = Report(2, 25, /*branch=*/1);
+  ASSERT_EQ(Record(first, 1601)->outcome, ReportOutcome::kAccepted);
+  ASSERT_EQ(Record(ReportFor(other, 1, 5), 1602)->outcome, ReportOutcome::kAccepted);
+  ASSERT_EQ(Record(second, 1603)->outcome, ReportOutcome::kAccepted);
+  ASSERT_EQ(Record(first, 1604)->outcome, ReportOutcome::kDuplicate);  // not recorded again
+  ASSERT_EQ(Record(fork, 1605)->outcome, ReportOutcome::kFork);
+
+  auto all = store_->ListUsageReports("license-1", 0, 10, 1 << 20);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].bytes, first);
+  EXPECT_EQ((*all)[0].lease_id, lease_.lease_id);
+  EXPECT_EQ((*all)[0].report_sequence, 1u);
+  EXPECT_EQ((*all)[0].to_count, 10u);
+  EXPECT_EQ((*all)[0].outcome, ReportOutcome::kAccepted);
+  EXPECT_EQ((*all)[0].billed_queries, 10u);
+  EXPECT_EQ((*all)[0].created_at, 1601);
+  EXPECT_EQ((*all)[1].bytes, second);
+  EXPECT_EQ((*all)[1].billed_queries, 15u);
+  EXPECT_EQ((*all)[2].bytes, fork);
+  EXPECT_EQ((*all)[2].outcome, ReportOutcome::kFork);
+  EXPECT_EQ((*all)[2].billed_queries, 0u);
+  EXPECT_EQ((*all)[2].created_at, 1605);
+  EXPECT_LT((*all)[0].id, (*all)[1].id);
+  EXPECT_LT((*all)[1].id, (*all)[2].id);
+  ASSERT_EQ(store_->ListUsageReports("license-2", 0, 10, 1 << 20)->size(), 1u);
+  EXPECT_TRUE(store_->ListUsageReports("license-9", 0, 10, 1 << 20)->empty());
+
+  // Paging by id and count.
+  auto page = store_->ListUsageReports("license-1", 0, 2, 1 << 20);
+  ASSERT_EQ(page->size(), 2u);
+  page = store_->ListUsageReports("license-1", (*page)[1].id, 2, 1 << 20);
+  ASSERT_EQ(page->size(), 1u);
+  EXPECT_EQ((*page)[0].bytes, fork);
+  EXPECT_TRUE(store_->ListUsageReports("license-1", (*page)[0].id, 2, 1 << 20)->empty());
+  // Paging by bytes: the first report always comes, then only what fits.
+  page = store_->ListUsageReports("license-1", 0, 10, 1);
+  ASSERT_EQ(page->size(), 1u);
+  EXPECT_EQ((*page)[0].bytes, first);
+  page = store_->ListUsageReports("license-1", 0, 10, first.size() + second.size());
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[1].bytes, second);
+  // Ids keep growing after a restart.
+  store_ = OpenFresh();
+  ASSERT_EQ(Record(Report(3, 30), 1606)->outcome, ReportOutcome::kAccepted);
+  all = store_->ListUsageReports("license-1", (*all)[2].id, 10, 1 << 20);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].to_count, 30u);
 }
 
 TEST_P(StoreTest, LateOlderReportIsStaleNotBilledAgain) {

@@ -7,7 +7,8 @@
 // limit, makes the one copy into core memory where the transport has not already done so (no
 // double fetch), and forwards to the core. The payload grammars are in docs/core-protocol.md:
 //
-//   kOpen          in:  capsule:blob64 sealed_state:blob32 (empty: fresh) threads:u32
+//   kOpen          in:  capsule:blob64 sealed_state:blob32 (empty: fresh) journal:blob64
+//                       threads:u32
 //                  out: core_info
 //   kEvidence      in:  nonce:u8[32] has_report:u8 (attach the latest usage report)
 //                  out: evidence_request (capsule/messages.h)
@@ -20,6 +21,15 @@
 //   kClose         in:  (empty)            out: (empty); wipes every secret
 //
 //   blob32 := length:u32 bytes        blob64 := length:u64 bytes
+//
+// Reply::sealed_state, when not empty, is a sealed update the host must apply before the next
+// call (SplitSealedUpdate reads it):
+//   sealed_update := state:blob32 journal_keep:u64 journal_append:blob32
+// The host cuts its journal file to journal_keep bytes, appends journal_append and syncs it, and
+// only then replaces its sealed-state file with `state`. The journal holds PRADA's stored queries,
+// sealed in append-only records (core.h), so a seal costs what changed, not the whole set. kOpen
+// passes back the stored state and the whole journal (the core reads only the part its state
+// commits to).
 //   tensor_list := count:u32 (<= 64) tensor{count}
 //   tensor := dtype:u8 rank:u8 (<= 8) pad:u8[6] dim:i64{rank} byte_count:u64 pad_to_64 data
 //   core_info := state:u8 (1 needs a lease, 2 ready) capsule_id:u8[16] license_id:str
@@ -32,6 +42,7 @@
 #include <span>
 #include <vector>
 
+#include "base/bytes.h"
 #include "base/status.h"
 #include "trusted/platform.h"
 
@@ -68,8 +79,15 @@ inline const char* CallName(Call call) {
 }
 
 // Named limits on each call's input, checked before anything is copied or parsed.
-inline constexpr uint64_t kMaxOpenInputBytes = (uint64_t{8} << 30) + (1 << 20);
-inline constexpr uint64_t kMaxSealedStateBytes = 1 << 20;
+inline constexpr uint64_t kMaxSealedStateBytes = 4 << 20;
+// PRADA's stored queries are bounded by policy (2 GiB, capsule/policy.h); the journal adds a
+// record header and an AEAD tag per seal.
+inline constexpr uint64_t kMaxJournalBytes = (uint64_t{2} << 30) + (uint64_t{256} << 20);
+// A seal appends at most this much to the journal (the core seals early to keep under it).
+inline constexpr uint64_t kMaxJournalAppendBytes = 16 << 20;
+inline constexpr uint64_t kMaxSealedUpdateBytes = kMaxSealedStateBytes + kMaxJournalAppendBytes + 64;
+inline constexpr uint64_t kMaxOpenInputBytes =
+    (uint64_t{8} << 30) + kMaxSealedStateBytes + kMaxJournalBytes + (1 << 20);
 inline constexpr uint64_t kMaxEvidenceInputBytes = 64;
 inline constexpr uint64_t kMaxLeaseInputBytes = 4 << 10;
 inline constexpr uint64_t kMaxInferInputBytes = uint64_t{1} << 32;
@@ -96,8 +114,28 @@ inline bool IsKnownCall(uint32_t call) { return call >= 1 && call <= kMaxCall; }
 
 struct Reply {
   std::vector<uint8_t> output;
-  std::vector<uint8_t> sealed_state;  // empty: unchanged since the last one
+  std::vector<uint8_t> sealed_state;  // a sealed_update (above); empty: unchanged
 };
+
+struct SealedUpdate {
+  std::span<const uint8_t> state;
+  uint64_t journal_keep = 0;
+  std::span<const uint8_t> journal_append;
+};
+// Reads a sealed_update (views into `bytes`). Structure only: the core checks the contents.
+// (Inline: the host reads it without linking the core.)
+inline Result<SealedUpdate> SplitSealedUpdate(std::span<const uint8_t> bytes) {
+  ByteReader r(bytes, "sealed update");
+  SealedUpdate update;
+  MLC_RETURN_IF_ERROR(r.BlobView(&update.state, kMaxSealedStateBytes, "state"));
+  MLC_RETURN_IF_ERROR(r.Pod(&update.journal_keep, "journal keep"));
+  MLC_RETURN_IF_ERROR(r.BlobView(&update.journal_append, kMaxJournalAppendBytes, "journal append"));
+  MLC_RETURN_IF_ERROR(r.ExpectEnd());
+  if (update.journal_keep > kMaxJournalBytes)
+    return InvalidArgument("sealed update: journal length {} is over the limit {}",
+                           update.journal_keep, kMaxJournalBytes);
+  return update;
+}
 
 class Core;
 

@@ -12,6 +12,7 @@
 #include "base/sensitive_memory.h"
 #include "capsule/tensor_wire.h"
 #include "defense/output_policy.h"
+#include "trusted/defenses.h"
 #include "engine/plan.h"
 
 namespace mlcapsule::trusted {
@@ -50,6 +51,7 @@ void Core::WipeAll() {
   capsule_.reset();
   history_.clear();
   alerts_.clear();
+  defenses_.reset();
   total_count_ = 0;
   head_ = {};
 }
@@ -77,6 +79,13 @@ Status Core::Open(std::span<const uint8_t> input, Reply* reply) {
   MLC_RETURN_IF_ERROR(r.View(capsule_size, &capsule_view, "capsule"));
   std::span<const uint8_t> sealed;
   MLC_RETURN_IF_ERROR(r.BlobView(&sealed, kMaxSealedStateBytes, "sealed state"));
+  uint64_t journal_size = 0;
+  MLC_RETURN_IF_ERROR(r.Pod(&journal_size, "journal length"));
+  if (journal_size > kMaxJournalBytes || journal_size > r.remaining())
+    return DataLoss("open request: journal length {} exceeds the limit {} or the bytes sent",
+                    journal_size, kMaxJournalBytes);
+  std::span<const uint8_t> journal;
+  MLC_RETURN_IF_ERROR(r.View(journal_size, &journal, "journal"));
   uint32_t threads = 1;
   MLC_RETURN_IF_ERROR(r.Pod(&threads, "threads"));
   MLC_RETURN_IF_ERROR(r.ExpectEnd());
@@ -98,7 +107,7 @@ Status Core::Open(std::span<const uint8_t> input, Reply* reply) {
   std::future<Status> signature = std::async(std::launch::async, [this, &to_verify] {
     return capsule::VerifyCapsuleSignature(capsule_bytes_, to_verify);
   });
-  Status opened = OpenVerifiedLater(std::move(parsed).value(), sealed);
+  Status opened = OpenVerifiedLater(std::move(parsed).value(), sealed, journal);
   Status verified = signature.get();  // capsule_bytes_ stays untouched until here
   if (!verified.ok()) {
     WipeAll();
@@ -117,7 +126,8 @@ Status Core::Open(std::span<const uint8_t> input, Reply* reply) {
   return Status::Ok();
 }
 
-Status Core::OpenVerifiedLater(capsule::CapsuleView view, std::span<const uint8_t> sealed) {
+Status Core::OpenVerifiedLater(capsule::CapsuleView view, std::span<const uint8_t> sealed,
+                               std::span<const uint8_t> journal) {
   auto policy = capsule::ParsePolicy(view.header.policy_json);
   if (!policy.ok()) return policy.status().WithContext("open: capsule policy");
   auto client_io = defense::OutputPolicyIo(policy->output, view.header.outputs);
@@ -126,15 +136,18 @@ Status Core::OpenVerifiedLater(capsule::CapsuleView view, std::span<const uint8_
   for (const capsule::IoTensor& t : view.header.outputs) output_names.push_back(t.name);
   auto selected = defense::FindPolicyOutput(policy->output, output_names);
   if (!selected.ok()) return selected.status().WithContext("open: capsule policy");
+  auto defenses = Defenses::Create(*policy, view.header, *selected, platform_);
+  if (!defenses.ok()) return defenses.status().WithContext("open: capsule policy");
   policy_ = std::move(policy).value();
   client_outputs_ = std::move(client_io).value();
   policy_output_index_ = *selected;
+  defenses_ = std::move(defenses).value();
   capsule_ = std::move(view);
-  if (!sealed.empty()) MLC_RETURN_IF_ERROR(RestoreSealed(sealed).WithContext("open"));
+  if (!sealed.empty()) MLC_RETURN_IF_ERROR(RestoreSealed(sealed, journal).WithContext("open"));
   return Status::Ok();
 }
 
-Status Core::RestoreSealed(std::span<const uint8_t> sealed) {
+Status Core::RestoreSealed(std::span<const uint8_t> sealed, std::span<const uint8_t> journal) {
   ByteReader r(sealed, "sealed state");
   char magic[8];
   MLC_RETURN_IF_ERROR(r.Bytes(magic, sizeof(magic), "magic"));
@@ -212,6 +225,7 @@ Status Core::RestoreSealed(std::span<const uint8_t> sealed) {
     MLC_RETURN_IF_ERROR(s.Pod(&a.at_count, "alert count"));
     MLC_RETURN_IF_ERROR(s.Str(&a.detail, capsule::kMaxAlertDetailBytes, "alert detail"));
   }
+  MLC_RETURN_IF_ERROR(defenses_->ReadState(s));
   MLC_RETURN_IF_ERROR(s.ExpectEnd());
   if (reserved_until_ < total_count_)
     return DataLoss("sealed state: reserved count {} is below the count {}", reserved_until_,
@@ -220,8 +234,20 @@ Status Core::RestoreSealed(std::span<const uint8_t> sealed) {
     // The previous run ended without its closing seal (killed, crashed): the block it had
     // reserved is charged in full, and the chain records the charge.
     const uint64_t charged = reserved_until_ - total_count_;
+    if (policy_.defenses.prada.enabled)
+      RaiseAlert({"defense-state", reserved_until_,
+                  fmt::format("the core restarted without closing: PRADA resumed from its state "
+                              "at query {}; up to {} queries answered after it were not analysed",
+                              total_count_, charged)});
     total_count_ = reserved_until_;
     head_ = ExtendChain(head_, total_count_, charged, last_time_);
+  }
+  {
+    MLC_ASSIGN_OR_RETURN(SecretBytes sealing_key, platform_->SealingKey());
+    std::vector<capsule::Alert> events;
+    defenses_->RestoreJournal(journal, capsule_->header.capsule_id, sealing_key, total_count_,
+                              &events);
+    for (capsule::Alert& a : events) RaiseAlert(std::move(a));
   }
   identity_ = std::move(identity);
   if (has_lease == 1) {
@@ -261,6 +287,13 @@ Status Core::Seal(Reply* reply) {
     s.Pod<uint64_t>(a.at_count);
     s.Str(a.detail);
   }
+  MLC_ASSIGN_OR_RETURN(SecretBytes sealing_key, platform_->SealingKey());
+  // The journal record first: the state written below commits to it.
+  uint64_t journal_keep = 0;
+  std::vector<uint8_t> journal_append;
+  MLC_RETURN_IF_ERROR(defenses_->MakeJournalAppend(capsule_->header.capsule_id, sealing_key,
+                                                   &journal_keep, &journal_append));
+  defenses_->WriteState(&s);
   // The plaintext holds keys: move it into sensitive memory and wipe the writer's copy.
   SecretBytes plain(reinterpret_cast<const uint8_t*>(s.out().data()), s.out().size());
   WipeMemory(s.out().data(), s.out().size());
@@ -271,10 +304,21 @@ Status Core::Seal(Reply* reply) {
   w.Pod<uint32_t>(kSealedVersion);
   w.Bytes(capsule_->header.capsule_id);
   w.Pod<uint64_t>(counter);
-  MLC_ASSIGN_OR_RETURN(SecretBytes sealing_key, platform_->SealingKey());
   std::vector<uint8_t> ciphertext = capsule::AeadEncrypt(sealing_key, plain.span(), w.span());
   w.Blob(ciphertext);
-  reply->sealed_state.assign(w.span().begin(), w.span().end());
+  // A second seal within one call keeps the first one's journal append (sealed_update grammar).
+  if (!reply->sealed_state.empty()) {
+    MLC_ASSIGN_OR_RETURN(SealedUpdate earlier, SplitSealedUpdate(reply->sealed_state));
+    std::vector<uint8_t> joined(earlier.journal_append.begin(), earlier.journal_append.end());
+    joined.insert(joined.end(), journal_append.begin(), journal_append.end());
+    journal_keep = earlier.journal_keep;
+    journal_append = std::move(joined);
+  }
+  ByteWriter update;
+  update.Blob(w.span());
+  update.Pod<uint64_t>(journal_keep);
+  update.Blob(journal_append);
+  reply->sealed_state.assign(update.span().begin(), update.span().end());
   dirty_ = false;
   return Status::Ok();
 }
@@ -386,6 +430,7 @@ Status Core::InstallLease(std::span<const uint8_t> input, Reply* reply) {
   std::erase_if(alerts_, [&](const capsule::Alert& a) {
     return a.at_count <= lease_->body.chain_base_count;
   });
+  defenses_->Acknowledge(lease_->body.chain_base_count);
   MLC_RETURN_IF_ERROR(Seal(reply));
   reply->output = CoreInfo();
   return Status::Ok();
@@ -395,14 +440,20 @@ Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
   if (!session_) {
     if (capsule_bytes_.empty())
       return InternalError("the capsule's ciphertext is no longer held by the core");
-    MLC_ASSIGN_OR_RETURN(SecretBytes plan_bytes, capsule::DecryptPlan(*capsule_, capsule_key));
+    MLC_ASSIGN_OR_RETURN(SecretBytes payload, capsule::DecryptPayload(*capsule_, capsule_key));
+    MLC_ASSIGN_OR_RETURN(capsule::PayloadLayout layout, capsule::ParsePayloadLayout(payload.span()));
+    // The defenses copy their parts (watermark key, membership plan) before the payload's
+    // allocation goes to the plan.
+    MLC_RETURN_IF_ERROR(defenses_->Attach(
+        payload.span().subspan(layout.watermark_key_offset, capsule::kWatermarkKeyBytes),
+        payload.span().subspan(layout.membership_offset, layout.membership_bytes), threads_));
     // The plan keeps its weights where they were decrypted (sensitive memory, no second copy:
     // in the software TEE every fresh memfd_secret page costs a TLB shootdown).
-    const size_t plan_size = plan_bytes.size();
     size_t allocation_bytes = 0;
-    uint8_t* base = plan_bytes.ReleaseAllocation(&allocation_bytes);
-    MLC_ASSIGN_OR_RETURN(engine::Plan plan, engine::ParsePlan(engine::AlignedBuffer::AdoptSensitive(
-                                                base, allocation_bytes, 0, plan_size)));
+    uint8_t* base = payload.ReleaseAllocation(&allocation_bytes);
+    MLC_ASSIGN_OR_RETURN(engine::Plan plan,
+                         engine::ParsePlan(engine::AlignedBuffer::AdoptSensitive(
+                             base, allocation_bytes, layout.plan_offset, layout.plan_bytes)));
     if (capsule::PlanIo(plan, plan.inputs) != capsule_->header.inputs ||
         capsule::PlanIo(plan, plan.outputs) != capsule_->header.outputs)
       return DataLoss("the decrypted plan's inputs/outputs differ from the capsule header's");
@@ -452,20 +503,36 @@ Status Core::Infer(std::span<const uint8_t> input, Reply* reply) {
         used, b.query_quota, batch);
   const int64_t now = Now();
   MLC_RETURN_IF_ERROR(CheckLeaseTime(now));
+  {
+    std::vector<capsule::Alert> events;
+    Status admitted = defenses_->Admit(inputs, batch, now, total_count_, &events);
+    for (capsule::Alert& a : events) RaiseAlert(std::move(a));
+    if (!events.empty()) dirty_ = true;
+    if (!admitted.ok()) return admitted;
+  }
   const uint64_t next = total_count_ + static_cast<uint64_t>(batch);
   if (next > reserved_until_) {
     // Charge the next block before answering (see reserved_until_).
     reserved_until_ = std::min(next + policy_.lease.seal_every, b.chain_base_count + b.query_quota);
     MLC_RETURN_IF_ERROR(Seal(reply));
   }
+  const uint64_t first_count = total_count_;
   total_count_ = next;
   head_ = ExtendChain(head_, total_count_, static_cast<uint64_t>(batch), now);
   dirty_ = true;
 
   MLC_RETURN_IF_ERROR(session_->Run(inputs, &model_outputs_));
-  MLC_RETURN_IF_ERROR(defense::ApplyOutputPolicy(
-      policy_.output, model_outputs_[static_cast<size_t>(policy_output_index_)].View(),
-      &client_tensors_));
+  {
+    std::vector<capsule::Alert> events;
+    Status applied =
+        defenses_->Apply(inputs, &model_outputs_[static_cast<size_t>(policy_output_index_)],
+                         first_count, &client_tensors_, &events);
+    for (capsule::Alert& a : events) RaiseAlert(std::move(a));
+    MLC_RETURN_IF_ERROR(applied);
+  }
+  // PRADA's new stored queries go to the journal at the next seal; seal early when they grow.
+  if (defenses_->pending_journal_bytes() > kMaxJournalAppendBytes / 2)
+    MLC_RETURN_IF_ERROR(Seal(reply));
   std::vector<engine::TensorView> views;
   views.reserve(client_tensors_.size());
   for (engine::Tensor& t : client_tensors_) views.push_back(t.View());
@@ -488,12 +555,22 @@ std::vector<uint8_t> Core::MakeUsageReport() {
   report.to_head = head_;
   report.created_at = Now();
   report.alerts = alerts_;
+  report.escrow = defenses_->EscrowForReport();
+  report.defenses = defenses_->Summary();
   // Remember the reported point: the next lease may continue from it.
   if (history_.empty() || history_.back().count != total_count_ || history_.back().head != head_) {
     history_.push_back({total_count_, head_});
     if (history_.size() > kChainHistory) history_.erase(history_.begin());
   }
   return capsule::SignUsageReport(std::move(report), identity_->signing.secret);
+}
+
+void Core::RaiseAlert(capsule::Alert alert) {
+  if (alerts_.size() >= capsule::kMaxAlerts) return;  // the report's limit; earlier ones stay
+  if (alert.detail.size() > capsule::kMaxAlertDetailBytes)
+    alert.detail.resize(capsule::kMaxAlertDetailBytes);
+  alerts_.push_back(std::move(alert));
+  dirty_ = true;
 }
 
 Status Core::UsageReport(std::span<const uint8_t> input, Reply* reply) {

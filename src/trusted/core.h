@@ -25,6 +25,8 @@
 
 namespace mlcapsule::trusted {
 
+class Defenses;
+
 // The sealed state (docs/capsule-format.md, "Sealed core state"):
 //   sealed_state := magic:"MLCSEAL1" version:u32(=1) capsule_id:u8[16] counter:u64
 //                   aead:blob (XChaCha20-Poly1305 under the platform sealing key, AD = the bytes
@@ -35,8 +37,9 @@ namespace mlcapsule::trusted {
 //                   last_time:i64
 //                   history_count:u8 (<= 8) (count:u64 head:u8[32]){history_count}
 //                   alert_count:u16 (<= 256) alert{alert_count}
+//                   defense_state                      ; trusted/defenses.h
 inline constexpr char kSealedMagic[8] = {'M', 'L', 'C', 'S', 'E', 'A', 'L', '1'};
-inline constexpr uint32_t kSealedVersion = 1;
+inline constexpr uint32_t kSealedVersion = 2;
 inline constexpr size_t kChainHistory = 8;
 
 enum class CoreState : uint8_t { kNeedsLease = 1, kReady = 2 };
@@ -65,8 +68,11 @@ class Core {
 
   Status RequireOpen(const char* call) const;
   // Open's work after parsing, done while the capsule signature is verified on another thread.
-  Status OpenVerifiedLater(capsule::CapsuleView view, std::span<const uint8_t> sealed);
-  Status RestoreSealed(std::span<const uint8_t> sealed);
+  Status OpenVerifiedLater(capsule::CapsuleView view, std::span<const uint8_t> sealed,
+                           std::span<const uint8_t> journal);
+  Status RestoreSealed(std::span<const uint8_t> sealed, std::span<const uint8_t> journal);
+  // Records an alert for the next usage report (at most capsule::kMaxAlerts are held).
+  void RaiseAlert(capsule::Alert alert);
   Status Seal(Reply* reply);
   Status ActivateLease(capsule::Lease lease, capsule::SecretBytes capsule_key);
   // Drops the capsule's ciphertext once the plan is loaded (not before the signature check).
@@ -101,6 +107,7 @@ class Core {
   // restarts from the last seal pays for the block instead of getting it free.
   uint64_t reserved_until_ = 0;
   bool dirty_ = false;  // state changed since the last seal
+  std::unique_ptr<Defenses> defenses_;  // from the policy, at open
   std::unique_ptr<engine::Session> session_;
   std::vector<engine::Tensor> model_outputs_, client_tensors_;  // reused across queries
 };

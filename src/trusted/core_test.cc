@@ -20,11 +20,14 @@ namespace {
 using testing::TestProvider;
 
 std::vector<uint8_t> OpenMessage(const std::vector<uint8_t>& capsule,
-                                 const std::vector<uint8_t>& sealed = {}, uint32_t threads = 1) {
+                                 const std::vector<uint8_t>& sealed = {}, uint32_t threads = 1,
+                                 const std::vector<uint8_t>& journal = {}) {
   ByteWriter w;
   w.Pod<uint64_t>(capsule.size());
   w.Bytes(capsule);
   w.Blob(sealed);
+  w.Pod<uint64_t>(journal.size());
+  w.Bytes(journal);
   w.Pod<uint32_t>(threads);
   return {w.span().begin(), w.span().end()};
 }
@@ -53,7 +56,10 @@ class BoundaryTest : public ::testing::Test {
     EXPECT_TRUE(lease.ok()) << lease.status().ToString();
     EXPECT_TRUE(Do(Call::kInstallLease, *lease, &reply).ok());
     EXPECT_FALSE(reply.sealed_state.empty());
-    return reply.sealed_state;
+    auto update = SplitSealedUpdate(reply.sealed_state);
+    EXPECT_TRUE(update.ok()) << update.status().ToString();
+    if (!update.ok()) return {};
+    return {update->state.begin(), update->state.end()};
   }
 
   static std::vector<uint8_t> Tensors(const std::vector<engine::Tensor>& tensors) {

@@ -1,0 +1,321 @@
+// mlcapsule-prada-bench: the cost of PRADA (src/defense/prada.h) per query, and a check that its
+// indexed nearest-neighbour search returns exactly what a naive scan returns.
+//
+//   build/mlcapsule-prada-bench [--data /usr/share/datasets/fashion-mnist] [--queries 2000]
+//
+// Data: Fashion-MNIST (Debian package dataset-fashion-mnist: gzipped IDX, read through
+// `gzip -dc`), pixels scaled to [0, 1], dimension 784. The 70,000 images are train then test;
+// the last 2,000 (test images 8,000..9,999) are the held-out queries, never stored. The pool of
+// storable vectors is the other 68,000 images plus, to reach 10^5 distinct vectors, images
+// 0..31,999 shifted right by one pixel (left column zero); the pool is shuffled with a fixed seed
+// and a configuration with S stored vectors uses its first S.
+//
+// Each configuration restores S entries through the public ReadEntries (distance 0 for a class's
+// first entry, 1.0 after, which the storage rule accepts; T_c ends just below 1), then times
+// Observe on every held-out query, one thread, one query at a time:
+//   fashion_10class    labels from the dataset, queries observed with their own label;
+//   fashion_one_class  all S in class 0 (the worst layout for a per-class index);
+//   fashion_one_class_inserting  as above but with room for every query to be stored (each one
+//                      is: its d_min is far above T_c), so the time includes index inserts;
+//   noise_one_class    S uniform-noise vectors and uniform-noise queries: distances concentrate,
+//                      no exact index can prune much; reported as it is.
+// Unless inserting, max_stored = S: the store is full and nothing is added while timing.
+// Exactness: for a sample of queries (outside the timed region) the minimum of
+// PradaSquaredDistance over the class's stored vectors, square-rooted, is compared with the
+// observation's min_distance; the largest absolute difference is printed (0 means bit-identical).
+// Output: one JSON line per configuration on stdout, a human summary on stderr, and finally the
+// cost of the Shapiro-Wilk test on 5000 values (PRADA runs it every 10 queries).
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/bytes.h"
+#include "defense/prada.h"
+#include "defense/shapiro_wilk.h"
+
+namespace {
+
+using mlcapsule::ByteReader;
+using mlcapsule::ByteWriter;
+using mlcapsule::defense::Prada;
+using mlcapsule::defense::PradaConfig;
+using mlcapsule::defense::PradaObservation;
+using mlcapsule::defense::PradaSquaredDistance;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint32_t kDim = 784;
+
+bool ReadGzip(const std::string& path, std::vector<uint8_t>* out) {
+  const std::string command = "gzip -dc '" + path + "'";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return false;
+  out->clear();
+  uint8_t buffer[1 << 16];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0)
+    out->insert(out->end(), buffer, buffer + n);
+  return pclose(pipe) == 0 && !out->empty();
+}
+
+uint32_t BigEndian32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+
+// Appends the images (scaled to [0, 1]) and labels of one IDX pair.
+bool LoadIdx(const std::string& images_path, const std::string& labels_path,
+             std::vector<float>* images, std::vector<uint8_t>* labels) {
+  std::vector<uint8_t> raw, raw_labels;
+  if (!ReadGzip(images_path, &raw) || !ReadGzip(labels_path, &raw_labels)) return false;
+  if (raw.size() < 16 || BigEndian32(raw.data()) != 0x803 || raw_labels.size() < 8 ||
+      BigEndian32(raw_labels.data()) != 0x801)
+    return false;
+  const uint32_t count = BigEndian32(raw.data() + 4);
+  if (BigEndian32(raw.data() + 8) * BigEndian32(raw.data() + 12) != kDim ||
+      raw.size() != 16 + size_t{count} * kDim || BigEndian32(raw_labels.data() + 4) != count ||
+      raw_labels.size() != 8 + size_t{count})
+    return false;
+  for (size_t i = 0; i < size_t{count} * kDim; ++i) images->push_back(raw[16 + i] / 255.0f);
+  labels->insert(labels->end(), raw_labels.begin() + 8, raw_labels.end());
+  return true;
+}
+
+struct Config {
+  std::string name;
+  uint32_t classes;
+  uint64_t stored;
+  bool inserting;
+  const std::vector<float>* pool;           // pool vectors, row-major
+  const std::vector<uint8_t>* pool_labels;  // null: class 0
+  const std::vector<float>* queries;
+  const std::vector<uint8_t>* query_labels;
+  size_t exact_checks;
+};
+
+double Percentile(std::vector<double> values, double q) {
+  std::sort(values.begin(), values.end());
+  const size_t index = std::min(values.size() - 1, static_cast<size_t>(q * values.size()));
+  return values[index];
+}
+
+bool RunConfig(const Config& config) {
+  const size_t query_count = config.queries->size() / kDim;
+  PradaConfig prada_config{.dim = kDim, .classes = config.classes};
+  prada_config.max_stored = config.stored + (config.inserting ? query_count : 0);
+  auto created = Prada::Create(prada_config);
+  if (!created.ok()) {
+    std::fprintf(stderr, "create: %s\n", created.status().ToString().c_str());
+    return false;
+  }
+  Prada& prada = **created;
+
+  // The stored set, by class, kept here too for the naive exactness check.
+  std::vector<std::vector<const float*>> members(config.classes);
+  ByteWriter entries;
+  std::vector<bool> seen(config.classes, false);
+  for (uint64_t i = 0; i < config.stored; ++i) {
+    const float* vector = config.pool->data() + i * kDim;
+    const uint32_t cls = config.pool_labels ? (*config.pool_labels)[i] : 0;
+    entries.Pod<uint32_t>(cls);
+    entries.Pod<float>(seen[cls] ? 1.0f : 0.0f);
+    seen[cls] = true;
+    entries.Bytes(vector, kDim * sizeof(float));
+    members[cls].push_back(vector);
+  }
+  const auto load_start = Clock::now();
+  ByteReader reader(entries.span(), "bench entries");
+  auto status = prada.ReadEntries(reader, config.stored);
+  const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
+  if (!status.ok()) {
+    std::fprintf(stderr, "ReadEntries: %s\n", status.ToString().c_str());
+    return false;
+  }
+
+  std::vector<double> micros, naive_micros;
+  micros.reserve(query_count);
+  double max_difference = 0;
+  size_t checked = 0, stored_now = 0;
+  const size_t check_every =
+      std::max<size_t>(1, query_count / std::max<size_t>(1, config.exact_checks));
+  for (size_t q = 0; q < query_count; ++q) {
+    std::span<const float> query(config.queries->data() + q * kDim, kDim);
+    const uint32_t cls = config.query_labels ? (*config.query_labels)[q] : 0;
+    float naive = -1;
+    if (q % check_every == 0 && checked < config.exact_checks) {
+      const auto naive_start = Clock::now();
+      float best = std::numeric_limits<float>::infinity();
+      for (const float* member : members[cls])
+        best = std::min(best, PradaSquaredDistance(query, std::span<const float>(member, kDim)));
+      naive = std::sqrt(best);
+      naive_micros.push_back(
+          std::chrono::duration<double, std::micro>(Clock::now() - naive_start).count());
+    }
+    PradaObservation seen_query;
+    const auto start = Clock::now();
+    status = prada.Observe(query, cls, &seen_query);
+    const auto end = Clock::now();
+    if (!status.ok()) {
+      std::fprintf(stderr, "Observe: %s\n", status.ToString().c_str());
+      return false;
+    }
+    micros.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+    if (naive >= 0) {
+      ++checked;
+      max_difference = std::max(max_difference, std::fabs(double{naive} - seen_query.min_distance));
+    }
+    if (seen_query.stored) {
+      ++stored_now;
+      members[cls].push_back(query.data());
+    }
+  }
+  const double median = Percentile(micros, 0.5), p90 = Percentile(micros, 0.9),
+               p99 = Percentile(micros, 0.99);
+  const double mean = std::accumulate(micros.begin(), micros.end(), 0.0) / micros.size();
+  const double naive_median = naive_micros.empty() ? 0 : Percentile(naive_micros, 0.5);
+  std::printf(
+      "{\"case\":\"%s\",\"stored\":%llu,\"dim\":%u,\"classes\":%u,\"queries\":%zu,"
+      "\"median_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,"
+      "\"stored_while_timing\":%zu,\"exact_checked\":%zu,\"exact_max_abs_diff\":%.9g,"
+      "\"naive_median_us\":%.1f,\"load_s\":%.3f}\n",
+      config.name.c_str(), static_cast<unsigned long long>(config.stored), kDim, config.classes,
+      query_count, median, p90, p99, mean, stored_now, checked, max_difference, naive_median,
+      load_seconds);
+  std::fflush(stdout);
+  std::fprintf(stderr,
+               "%-28s S=%-6llu median %8.1f us  p90 %8.1f us  p99 %8.1f us  (naive scan %8.1f us)  "
+               "exact diff %g (%zu checked)\n",
+               config.name.c_str(), static_cast<unsigned long long>(config.stored), median, p90,
+               p99, naive_median, max_difference, checked);
+  return true;
+}
+
+void TimeShapiroWilk() {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<double> sample(5000);
+  for (double& v : sample) v = normal(rng);
+  std::sort(sample.begin(), sample.end());
+  mlcapsule::defense::ShapiroWilkTester tester;
+  constexpr int kRounds = 200;
+  double warm = 0, cold = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    auto start = Clock::now();
+    auto result = tester.TestSorted(sample);
+    warm += std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+    mlcapsule::defense::ShapiroWilkTester fresh;
+    start = Clock::now();
+    auto cold_result = fresh.TestSorted(sample);
+    cold += std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+    if (!result.ok() || !cold_result.ok()) return;
+  }
+  warm /= kRounds;
+  cold /= kRounds;
+  std::printf(
+      "{\"case\":\"shapiro_wilk\",\"n\":5000,\"cached_us\":%.1f,\"uncached_us\":%.1f,"
+      "\"per_query_amortised_us\":%.2f,\"per_query_amortised_uncached_us\":%.2f}\n",
+      warm, cold, warm / 10, cold / 10);
+  std::fprintf(stderr,
+               "Shapiro-Wilk n=5000: %.1f us with cached coefficients, %.1f us without; every 10 "
+               "queries: %.2f / %.2f us per query\n",
+               warm, cold, warm / 10, cold / 10);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"PRADA per-query cost and exactness on Fashion-MNIST (one thread)"};
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  size_t query_count = 2000;
+  std::vector<uint64_t> sizes = {1000, 10000, 100000};
+  std::vector<std::string> cases = {"fashion_10class", "fashion_one_class",
+                                    "fashion_one_class_inserting", "noise_one_class"};
+  app.add_option("--data", data, "directory with the gzipped Fashion-MNIST IDX files");
+  app.add_option("--queries", query_count, "held-out queries timed per configuration (max 2000)");
+  app.add_option("--sizes", sizes, "stored counts S (at most 100000)");
+  app.add_option("--cases", cases, "which cases to run");
+  CLI11_PARSE(app, argc, argv);
+  query_count = std::min<size_t>(query_count, 2000);
+  for (uint64_t size : sizes)
+    if (size < 1 || size > 100000) {
+      std::fprintf(stderr, "--sizes: %llu is outside [1, 100000]\n",
+                   static_cast<unsigned long long>(size));
+      return 2;
+    }
+
+  std::vector<float> images;
+  std::vector<uint8_t> labels;
+  if (!LoadIdx(data + "/train-images-idx3-ubyte.gz", data + "/train-labels-idx1-ubyte.gz", &images,
+               &labels) ||
+      !LoadIdx(data + "/t10k-images-idx3-ubyte.gz", data + "/t10k-labels-idx1-ubyte.gz", &images,
+               &labels) ||
+      labels.size() != 70000) {
+    std::fprintf(stderr,
+                 "cannot read Fashion-MNIST from %s (Debian: apt-get install "
+                 "dataset-fashion-mnist)\n",
+                 data.c_str());
+    return 1;
+  }
+  constexpr size_t kOriginals = 68000, kShifted = 32000;
+  std::vector<float> queries(images.begin() + kOriginals * kDim,
+                             images.begin() + (kOriginals + query_count) * kDim);
+  std::vector<uint8_t> query_labels(labels.begin() + kOriginals,
+                                    labels.begin() + kOriginals + query_count);
+  // The pool: originals, then right shifts, then a fixed shuffle.
+  std::vector<size_t> order(kOriginals + kShifted);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(20190617));
+  std::vector<float> pool(order.size() * kDim);
+  std::vector<uint8_t> pool_labels(order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    const size_t source = order[i] < kOriginals ? order[i] : order[i] - kOriginals;
+    const float* image = images.data() + source * kDim;
+    float* out = pool.data() + i * kDim;
+    if (order[i] < kOriginals) {
+      std::copy(image, image + kDim, out);
+    } else {
+      for (size_t row = 0; row < 28; ++row) {
+        out[row * 28] = 0;
+        std::copy(image + row * 28, image + row * 28 + 27, out + row * 28 + 1);
+      }
+    }
+    pool_labels[i] = labels[source];
+  }
+  // Uniform noise, stored and queried.
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<float> uniform(0, 1);
+  const uint64_t largest = *std::max_element(sizes.begin(), sizes.end());
+  std::vector<float> noise(largest * kDim), noise_queries(query_count * kDim);
+  for (float& v : noise) v = uniform(rng);
+  for (float& v : noise_queries) v = uniform(rng);
+
+  for (const std::string& name : cases)
+    for (uint64_t size : sizes) {
+      Config config{name, 1, size, false, &pool, nullptr, &queries, nullptr, 0};
+      config.exact_checks = size >= 100000 ? 100 : 200;
+      if (name == "fashion_10class") {
+        config.classes = 10;
+        config.pool_labels = &pool_labels;
+        config.query_labels = &query_labels;
+      } else if (name == "fashion_one_class_inserting") {
+        config.inserting = true;
+      } else if (name == "noise_one_class") {
+        config.pool = &noise;
+        config.queries = &noise_queries;
+        config.exact_checks = size >= 100000 ? 20 : 100;
+      } else if (name != "fashion_one_class") {
+        std::fprintf(stderr, "unknown case %s\n", name.c_str());
+        return 2;
+      }
+      if (!RunConfig(config)) return 1;
+    }
+  TimeShapiroWilk();
+  return 0;
+}
