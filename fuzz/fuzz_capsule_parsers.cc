@@ -2,7 +2,9 @@
 // so a mutation that keeps one magic explores that parser). What parses goes one step further:
 // a capsule is verified and decrypted with a fixed key, a lease is verified against a header
 // that pins its signer, a usage report is verified; an evidence request and a tensor list must
-// re-encode to exactly the input bytes (each has one encoding).
+// re-encode to exactly the input bytes (each has one encoding). The capsule payload layout, the
+// sealed update a core hands the host, and the escrow record plaintext (defense/watermark.h) are
+// parsed too.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +16,8 @@
 #include "capsule/capsule_file.h"
 #include "capsule/messages.h"
 #include "capsule/tensor_wire.h"
+#include "defense/watermark.h"
+#include "trusted/boundary.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (!mlcapsule::capsule::InitCrypto().ok()) std::abort();
@@ -29,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)ParseAndVerifyCapsule(bytes);
     // The plan size is bounded by the input (the sizes must add up to it), so this allocation is.
     SecretBytes key(kSymmetricKeyBytes);
-    (void)DecryptPlan(*capsule, key);
+    (void)DecryptPayload(*capsule, key);
   }
 
   if (auto lease = ParseLease(bytes); lease.ok()) {
@@ -45,6 +49,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   if (auto report = ParseUsageReport(bytes); report.ok()) (void)ParseAndVerifyUsageReport(bytes);
+
+  (void)ParsePayloadLayout(bytes);
+  (void)trusted::SplitSealedUpdate(bytes);
+  if (auto record = defense::ParseEscrowRecord(bytes); record.ok()) {
+    // One encoding: a record that parses re-serializes to the same bytes.
+    std::vector<uint8_t> again = defense::SerializeEscrowRecord(*record);
+    if (again.size() != size || !std::equal(again.begin(), again.end(), data)) std::abort();
+  }
 
   if (auto tensors = ParseTensorList(bytes); tensors.ok()) {
     std::string again;

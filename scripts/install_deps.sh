@@ -10,7 +10,7 @@ PACKAGES=(
   libfmt-dev nlohmann-json3-dev libcli11-dev
   libsodium-dev libseccomp-dev libcpp-httplib-dev libssl-dev libsqlite3-dev
   libpqxx-dev postgresql-15 openssl curl ca-certificates
-  python3-torch python3-torchvision python3-onnx python3-numpy
+  python3-torch python3-torchvision python3-onnx python3-numpy dataset-fashion-mnist
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1068,9 +1068,9 @@ std::string ReadText(const std::filesystem::path& path) {
   return text.str();
 }
 
-constexpr OutputMode kOutputModesForTest[] = {
-    OutputMode::kProbabilities, OutputMode::kTopK,           OutputMode::kRounded,
-    OutputMode::kLabel,         OutputMode::kReverseSigmoid, OutputMode::kGaussian};
+constexpr OutputMode kOutputModesForTest[] = {OutputMode::kProbabilities,  OutputMode::kTopK,
+                                              OutputMode::kRounded,        OutputMode::kLabel,
+                                              OutputMode::kReverseSigmoid, OutputMode::kGaussian};
 
 TEST(PolicyTest, ExamplePoliciesParse) {
   if (SourceDir().empty()) GTEST_SKIP() << "MLCAPSULE_SOURCE_DIR is not set (run through ctest)";
@@ -1089,9 +1089,9 @@ TEST(PolicyTest, ExamplePoliciesParse) {
     ASSERT_TRUE(again.ok());
     ExpectSamePolicy(*policy, *again);
   }
-  for (const char* name : {"probabilities.json", "top3.json", "rounded.json", "label-only.json",
-                           "hardware-only.json", "reverse-sigmoid.json", "gaussian.json",
-                           "defended.json"}) {
+  for (const char* name :
+       {"probabilities.json", "top3.json", "rounded.json", "label-only.json", "hardware-only.json",
+        "reverse-sigmoid.json", "gaussian.json", "defended.json"}) {
     EXPECT_TRUE(names.count(name)) << name << " is missing";
   }
   for (OutputMode mode : kOutputModesForTest) {

@@ -200,8 +200,7 @@ void RunCapsuleBench(const BenchOptions& o) {
   for (size_t k = 0; k < input_sets.size(); ++k) {
     for (const capsule::IoTensor& io : info.inputs) {
       engine::Dims dims;
-      for (const capsule::IoDim& d : io.dims)
-        dims.push_back(d.batch ? d.value * o.batch : d.value);
+      for (const capsule::IoDim& d : io.dims) dims.push_back(d.batch ? d.value * o.batch : d.value);
       input_sets[k].push_back(RandomTensor(static_cast<engine::DType>(io.dtype), dims, rng));
     }
     for (engine::Tensor& t : input_sets[k]) view_sets[k].push_back(t.View());

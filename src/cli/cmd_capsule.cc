@@ -194,7 +194,8 @@ void RunInspect(const std::string& path) {
   if (auto parsed = capsule::ParsePolicy(h.policy_json); parsed.ok()) {
     const capsule::DefensePolicy& d = parsed->defenses;
     if (d.prada.enabled || d.watermark.enabled || d.memguard.enabled)
-      leaves.push_back("defense counters (queries seen and stored by PRADA, watermarked, escrowed)");
+      leaves.push_back(
+          "defense counters (queries seen and stored by PRADA, watermarked, escrowed)");
     if (d.watermark.enabled)
       leaves.push_back(
           d.watermark.escrow == capsule::EscrowMode::kAlways
@@ -564,10 +565,11 @@ void AddCapsuleCommands(CLI::App& app) {
                        "default: the provider key)");
   pack_cmd->add_option("--input-shape", pack.input_shapes, "Input shape override, as for compile");
   pack_cmd->add_option("--name", pack.name, "Model name in the header (default: file name)");
-  pack_cmd->add_option("--memguard-classifier", pack.memguard_classifier,
-                       "ONNX model of the defender's membership classifier (float32 [N, C] "
-                       "confidences in, member probability out), for policies that enable "
-                       "defenses.memguard; it is encrypted with the model")
+  pack_cmd
+      ->add_option("--memguard-classifier", pack.memguard_classifier,
+                   "ONNX model of the defender's membership classifier (float32 [N, C] "
+                   "confidences in, member probability out), for policies that enable "
+                   "defenses.memguard; it is encrypted with the model")
       ->check(CLI::ExistingFile);
   pack_cmd->add_option("--chunk-kib", pack.chunk_kib, "Encryption chunk size in KiB")
       ->check(CLI::Range(4u, 16u * 1024u));

@@ -1,23 +1,27 @@
 // PRADA (see prada.h): the detection rule, its bounded history, its persistence, and the exact
-// nearest-neighbour index that keeps a query at about 10^2 microseconds with 10^5 stored vectors.
+// nearest-neighbour index behind d_min.
 //
 // Why the index is exact. Let P be the orthonormal basis (k rows, double precision), v = x - mu
-// for a fixed float mean mu, p = P v and r = |v|^2 - |p|^2 the squared residual norm. For any two
-// vectors, |x - y|^2 = |p_x - p_y|^2 + |res_x - res_y|^2 >= |p_x[J] - p_y[J]|^2 + (r_x - r_y)^2
-// for any subset J of the coordinates (r here the residual norms). We compute p in float, with a
-// float copy of P; the worst-case error of that computation is bounded by eta(v) = eta_rel * |v|,
-// eta_rel = 2 * 2^-24 * (ceil(dim / 8) + 4) * (sqrt(k) + 2) (8 interleaved partial sums of at
-// most ceil(dim/8) terms, the float rounding of P and of v; the factor 2 is slack). Residual
-// norms are kept as intervals [lo, hi] that account for eta. A candidate y is pruned when
+// for a fixed float mean mu, p = P v and r = sqrt(|v|^2 - |p|^2) the norm of the residual. For
+// any two vectors |x - y|^2 = |p_x - p_y|^2 + |res_x - res_y|^2 >= |p_x[J] - p_y[J]|^2 +
+// (r_x - r_y)^2 for any subset J of the coordinates. We compute p in float with a float copy of
+// P; the worst-case error of that is at most eta(v) = eta_rel * |v|, eta_rel = 2 * 2^-24 *
+// (ceil(dim / 8) + 4) * (sqrt(k) + 2) (8 interleaved partial sums of at most ceil(dim / 8) terms,
+// plus the float rounding of P and of v; the factor 2 is slack). Residual norms are kept as
+// intervals [lo, hi] that account for eta. A candidate y is pruned when
 //     S + g^2 > (sqrt(B (1 + s)) + eta_x + eta_y)^2 (1 + s)
-// where S is a float partial sum of (p_x - p_y)^2 (or a cell/box bound below it), g the gap
-// between the two residual intervals, B the best squared distance found so far and s = 1e-4
-// covers the float rounding of the sums themselves (at most about 130 sequential terms: relative
-// 8e-6) and of the final kernel (16 interleaved sums of at most 2048 / 16 terms: relative 8e-6;
-// the index exists only for dim <= 2048). Then the true squared distance exceeds B (1 + s), so
-// its float value exceeds B: it cannot be the minimum.
-// Survivors get PradaSquaredDistance, the same function a naive scan uses, so the minimum is the
-// same float.
+// where S is a float sum of squared coordinate differences over some J (or a kd-cell or leaf-box
+// bound below it), g the gap between the two residual intervals, B the smallest squared distance
+// verified so far and s = 1e-4. s covers the float rounding of S (at most ~130 non-negative
+// terms: relative 8e-6) and of the final kernel (16 interleaved sums of at most 2048 / 16 terms:
+// relative 8e-6; the index exists only for dim <= 2048). The true squared distance of a pruned y
+// then exceeds B (1 + s), so its float value exceeds B: it cannot be the minimum. Survivors get
+// PradaSquaredDistance, the function a naive scan uses, so the minimum is the same float.
+//
+// Speed: candidates are verified in increasing order of their bound (the smallest bound is the
+// likeliest neighbour, so the threshold tightens early), leaves store their points 8 to a block
+// in SIMD-friendly rows with the 16 leading coordinates apart from the other 112 (most blocks are
+// rejected on the first part), and a tree's blocks sit in two arenas in depth-first order.
 #include "defense/prada.h"
 
 #include <algorithm>
@@ -49,21 +53,41 @@ constexpr uint64_t kBasisAt[] = {256, 2048, 16384};
 constexpr size_t kBasisSample = 2048;
 constexpr int kSubspaceIterations = 6;
 constexpr double kSlack = 1e-4;
+constexpr size_t kScanBelow = 128;       // classes this small are scanned
+constexpr float kIndexCostLimit = 0.7f;  // index cost / scan cost above which a class scans
+constexpr uint32_t kIndexProbeEvery = 32;
 constexpr uint32_t kScalarsMagic = 0x53445250;  // "PRDS"
 constexpr uint32_t kScalarsVersion = 1;
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
 constexpr float kPadRho = std::numeric_limits<float>::max();
 
-// ---- Kernels (fixed summation orders; the clones differ in speed only) ----
+// ---- Kernels ----
+// Written with GCC vector types: one 8-float vector is a ymm register in the avx2 clone and a pair
+// of xmm registers in the baseline one, with the same lane-by-lane arithmetic (no FMA in either),
+// so every clone returns the same bits.
 
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef float UnalignedFloats8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+// Eight floats at p (any alignment). A pointer, not a value: no vector crosses a call boundary
+// of the baseline ABI.
+inline const UnalignedFloats8* At(const float* p) {
+  return reinterpret_cast<const UnalignedFloats8*>(p);
+}
+
+// Lane l of the 16 partial sums takes elements l, l + 16, l + 32, ...; then a fixed tree.
 MLC_PRADA_CLONES float SquaredDistance(const float* a, const float* b, size_t n) {
-  float acc[16] = {};
+  Floats8 low = {}, high = {};
   size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (size_t l = 0; l < 16; ++l) {
-      const float d = a[i + l] - b[i + l];
-      acc[l] += d * d;
-    }
+  for (; i + 16 <= n; i += 16) {
+    const Floats8 d0 = *At(a + i) - *At(b + i);
+    const Floats8 d1 = *At(a + i + 8) - *At(b + i + 8);
+    low += d0 * d0;
+    high += d1 * d1;
+  }
+  float acc[16];
+  __builtin_memcpy(acc, &low, sizeof(low));
+  __builtin_memcpy(acc + 8, &high, sizeof(high));
   for (size_t l = 0; i + l < n; ++l) {
     const float d = a[i + l] - b[i + l];
     acc[l] += d * d;
@@ -73,46 +97,44 @@ MLC_PRADA_CLONES float SquaredDistance(const float* a, const float* b, size_t n)
   return acc[0];
 }
 
-// Dot product with 8 interleaved partial sums (the error bound in the file comment).
-MLC_PRADA_CLONES float Dot8(const float* a, const float* b, size_t n) {
-  float acc[8] = {};
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (size_t l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
-  for (size_t l = 0; i + l < n; ++l) acc[l] += a[i + l] * b[i + l];
+float Reduce8(const Floats8& v) {
+  float acc[8];
+  __builtin_memcpy(acc, &v, sizeof(v));
   for (size_t width = 4; width >= 1; width /= 2)
     for (size_t l = 0; l < width; ++l) acc[l] += acc[l + width];
   return acc[0];
 }
 
-// out[r] = Dot8(rows + r * n, b, n) for r < 4, four independent chains at once (the same sums,
-// faster: one pass over b and no add latency chain).
-MLC_PRADA_CLONES void Dot8x4(const float* rows, const float* b, size_t n, float* out) {
-  float acc[4][8] = {};
-  const float* r0 = rows;
-  const float* r1 = rows + n;
-  const float* r2 = rows + 2 * n;
-  const float* r3 = rows + 3 * n;
+// Dot product with 8 interleaved partial sums (the error bound in the file comment).
+MLC_PRADA_CLONES float Dot8(const float* a, const float* b, size_t n) {
+  Floats8 acc = {};
   size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (size_t l = 0; l < 8; ++l) {
-      const float x = b[i + l];
-      acc[0][l] += r0[i + l] * x;
-      acc[1][l] += r1[i + l] * x;
-      acc[2][l] += r2[i + l] * x;
-      acc[3][l] += r3[i + l] * x;
-    }
-  for (size_t l = 0; i + l < n; ++l) {
-    const float x = b[i + l];
-    acc[0][l] += r0[i + l] * x;
-    acc[1][l] += r1[i + l] * x;
-    acc[2][l] += r2[i + l] * x;
-    acc[3][l] += r3[i + l] * x;
+  for (; i + 8 <= n; i += 8) acc += *At(a + i) * *At(b + i);
+  float lanes[8];
+  __builtin_memcpy(lanes, &acc, sizeof(acc));
+  for (size_t l = 0; i + l < n; ++l) lanes[l] += a[i + l] * b[i + l];
+  __builtin_memcpy(&acc, lanes, sizeof(acc));
+  return Reduce8(acc);
+}
+
+// out[r] = Dot8(rows + r * n, b, n) for r < 4: the same sums, four chains at once.
+MLC_PRADA_CLONES void Dot8x4(const float* rows, const float* b, size_t n, float* out) {
+  Floats8 acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const Floats8 x = *At(b + i);
+    acc0 += *At(rows + i) * x;
+    acc1 += *At(rows + n + i) * x;
+    acc2 += *At(rows + 2 * n + i) * x;
+    acc3 += *At(rows + 3 * n + i) * x;
   }
+  Floats8* accs[4] = {&acc0, &acc1, &acc2, &acc3};
   for (size_t r = 0; r < 4; ++r) {
-    for (size_t width = 4; width >= 1; width /= 2)
-      for (size_t l = 0; l < width; ++l) acc[r][l] += acc[r][l + width];
-    out[r] = acc[r][0];
+    float lanes[8];
+    __builtin_memcpy(lanes, accs[r], sizeof(lanes));
+    for (size_t l = 0; i + l < n; ++l) lanes[l] += rows[r * n + i + l] * b[i + l];
+    __builtin_memcpy(accs[r], lanes, sizeof(lanes));
+    out[r] = Reduce8(*accs[r]);
   }
 }
 
@@ -126,44 +148,57 @@ MLC_PRADA_CLONES void AccumulateRow(float* row, const float* const* samples, con
   }
 }
 
+uint32_t LanesAtMost(const Floats8& values, float threshold) {
+  float lanes[8];
+  __builtin_memcpy(lanes, &values, sizeof(lanes));
+  uint32_t mask = 0;
+  for (uint32_t l = 0; l < 8; ++l) mask |= static_cast<uint32_t>(lanes[l] <= threshold) << l;
+  return mask;
+}
+
 // Lower bounds of the squared distances of one block of 8 stored points to the query: the
 // residual-gap term, then the squared coordinate differences, filter part (the leading m
 // coordinates, stored with the residual intervals) first, then the rest 16 at a time. Gives up as
 // soon as every lane is above `threshold`. Returns the lanes at or below it (bit l = lane l) and
-// their bounds in bounds[l].
+// their bounds in bounds[l]. (Two accumulators halve the add latency chain; the order of the sums
+// of non-negative terms does not matter to the error bound.)
 MLC_PRADA_CLONES uint32_t ScanBlock(const float* filter, const float* refine, const float* query,
                                     uint32_t m, uint32_t k, float query_rho_lo, float query_rho_hi,
                                     float threshold, float* bounds) {
-  float acc[kLanes];
-  for (uint32_t l = 0; l < kLanes; ++l) {
-    float gap = std::max(query_rho_lo - filter[kLanes + l], filter[l] - query_rho_hi);
-    gap = std::max(gap, 0.0f);
-    acc[l] = gap * gap;
+  const Floats8 gap_low = query_rho_lo - *At(filter + kLanes);
+  const Floats8 gap_high = *At(filter) - query_rho_hi;
+  Floats8 gap = gap_low > gap_high ? gap_low : gap_high;
+  gap = gap > 0 ? gap : Floats8{};
+  Floats8 even = gap * gap, odd = {};
+  uint32_t j = 0;
+  for (; j + 2 <= m; j += 2) {
+    const Floats8 d0 = query[j] - *At(filter + (j + 2) * kLanes);
+    const Floats8 d1 = query[j + 1] - *At(filter + (j + 3) * kLanes);
+    even += d0 * d0;
+    odd += d1 * d1;
   }
-  for (uint32_t j = 0; j < m; ++j) {
-    const float q = query[j];
-    const float* row = filter + static_cast<size_t>(j + 2) * kLanes;
-    for (uint32_t l = 0; l < kLanes; ++l) {
-      const float d = q - row[l];
-      acc[l] += d * d;
-    }
+  for (; j < m; ++j) {
+    const Floats8 d = query[j] - *At(filter + (j + 2) * kLanes);
+    even += d * d;
   }
-  uint32_t alive = 0;
-  for (uint32_t l = 0; l < kLanes; ++l) alive |= static_cast<uint32_t>(acc[l] <= threshold) << l;
+  uint32_t alive = LanesAtMost(even + odd, threshold);
   for (uint32_t begin = m; begin < k && alive != 0; begin += 16) {
     const uint32_t end = std::min(k, begin + 16);
-    for (uint32_t j = begin; j < end; ++j) {
-      const float q = query[j];
-      const float* row = refine + static_cast<size_t>(j - m) * kLanes;
-      for (uint32_t l = 0; l < kLanes; ++l) {
-        const float d = q - row[l];
-        acc[l] += d * d;
-      }
+    uint32_t i = begin;
+    for (; i + 2 <= end; i += 2) {
+      const Floats8 d0 = query[i] - *At(refine + (i - m) * kLanes);
+      const Floats8 d1 = query[i + 1] - *At(refine + (i + 1 - m) * kLanes);
+      even += d0 * d0;
+      odd += d1 * d1;
     }
-    alive = 0;
-    for (uint32_t l = 0; l < kLanes; ++l) alive |= static_cast<uint32_t>(acc[l] <= threshold) << l;
+    for (; i < end; ++i) {
+      const Floats8 d = query[i] - *At(refine + (i - m) * kLanes);
+      even += d * d;
+    }
+    alive = LanesAtMost(even + odd, threshold);
   }
-  for (uint32_t l = 0; l < kLanes; ++l) bounds[l] = acc[l];
+  const Floats8 total = even + odd;
+  __builtin_memcpy(bounds, &total, sizeof(total));
   return alive;
 }
 
@@ -274,10 +309,11 @@ struct Prada::Projected {
 
 struct Prada::Index {
   struct Leaf {
-    // Blocks of 8 points, one row of 8 lanes per value. filter: rho_lo, rho_hi and the leading
-    // m coordinates; refine: coordinates m..k-1. Padding lanes hold huge residual intervals.
-    std::vector<float> filter;
-    std::vector<float> refine;
+    // The leaf's points live in blocks first_block.. of its tree's arenas (capacity blocks
+    // reserved). A block holds 8 points, one row of 8 lanes per value. filter: rho_lo, rho_hi and
+    // the leading m coordinates; refine: coordinates m..k-1. Padding lanes hold huge residual
+    // intervals, so no bound lets them through.
+    size_t first_block = 0, capacity = 0;
     std::vector<uint32_t> ids;
     std::array<float, kSplitDims> lo, hi;
     float rho_lo_min = kInfinity, rho_hi_max = -kInfinity;
@@ -290,10 +326,16 @@ struct Prada::Index {
     float split = 0;
     uint32_t depth = 0;
   };
+  // Leaves' blocks are allocated from two arenas per tree, in depth-first order after a build or
+  // a compaction, so that the leaves a search visits one after the other mostly sit one after
+  // the other in memory. A leaf that outgrows its blocks moves to the end (its old blocks are
+  // wasted until the next compaction, which runs when the waste exceeds half of what is used).
   struct Tree {
     std::vector<Node> nodes;  // nodes[0] is the root
     std::vector<Leaf> leaves;
     std::vector<int32_t> free_leaves;
+    std::vector<float> filter_arena, refine_arena;
+    size_t used_blocks = 0, wasted_blocks = 0;
     float max_norm = 0;
   };
   // One stored point during a build.
@@ -355,17 +397,39 @@ struct Prada::Index {
 
   // ---- Tree construction ----
 
-  void AppendToLeaf(Leaf& leaf, uint32_t id, const float* coords, float rho_lo, float rho_hi) {
+  // Gives `leaf` `capacity` fresh blocks at the end of the arenas, moving its current ones.
+  void Reserve(Tree& tree, Leaf& leaf, size_t capacity) {
+    const size_t in_use = (leaf.ids.size() + kLanes - 1) / kLanes;
+    const size_t first = tree.used_blocks;
+    tree.used_blocks += capacity;
+    tree.filter_arena.resize(tree.used_blocks * filter_floats);
+    tree.refine_arena.resize(tree.used_blocks * refine_floats);
+    std::copy_n(tree.filter_arena.begin() + leaf.first_block * filter_floats,
+                in_use * filter_floats, tree.filter_arena.begin() + first * filter_floats);
+    std::copy_n(tree.refine_arena.begin() + leaf.first_block * refine_floats,
+                in_use * refine_floats, tree.refine_arena.begin() + first * refine_floats);
+    tree.wasted_blocks += leaf.capacity;
+    leaf.first_block = first;
+    leaf.capacity = capacity;
+  }
+
+  void AppendToLeaf(Tree& tree, Leaf& leaf, uint32_t id, const float* coords, float rho_lo,
+                    float rho_hi) {
     const size_t count = leaf.ids.size();
     const size_t lane = count % kLanes;
+    const size_t block = leaf.first_block + count / kLanes;
     if (lane == 0) {
-      const size_t old = leaf.filter.size();
-      leaf.filter.resize(old + filter_floats, 0.0f);
-      std::fill(leaf.filter.begin() + old, leaf.filter.begin() + old + 2 * kLanes, kPadRho);
-      leaf.refine.resize(leaf.refine.size() + refine_floats, 0.0f);
+      if (count / kLanes == leaf.capacity) {
+        Reserve(tree, leaf, std::max<size_t>(1, 2 * leaf.capacity));
+        return AppendToLeaf(tree, leaf, id, coords, rho_lo, rho_hi);
+      }
+      float* fresh = tree.filter_arena.data() + block * filter_floats;
+      std::fill(fresh, fresh + 2 * kLanes, kPadRho);
+      std::fill(fresh + 2 * kLanes, fresh + filter_floats, 0.0f);
+      std::fill_n(tree.refine_arena.data() + block * refine_floats, refine_floats, 0.0f);
     }
-    float* filter = leaf.filter.data() + (count / kLanes) * filter_floats;
-    float* refine = leaf.refine.data() + (count / kLanes) * refine_floats;
+    float* filter = tree.filter_arena.data() + block * filter_floats;
+    float* refine = tree.refine_arena.data() + block * refine_floats;
     filter[lane] = rho_lo;
     filter[kLanes + lane] = rho_hi;
     for (uint32_t r = 0; r < split_dims; ++r) filter[(r + 2) * kLanes + lane] = coords[r];
@@ -440,8 +504,9 @@ struct Prada::Index {
     tree.nodes[node].leaf = leaf_index;
     tree.nodes[node].child[0] = tree.nodes[node].child[1] = -1;
     Leaf& leaf = tree.leaves[leaf_index];
+    Reserve(tree, leaf, (records.size() + kLanes - 1) / kLanes + 1);  // room for a few inserts
     for (const Record& record : records)
-      AppendToLeaf(leaf, record.id, record.coords, record.rho_lo, record.rho_hi);
+      AppendToLeaf(tree, leaf, record.id, record.coords, record.rho_lo, record.rho_hi);
     if (best_spread == 0 && records.size() > kLeafBuildSize)
       leaf.no_split_below = 2 * records.size();
   }
@@ -451,12 +516,15 @@ struct Prada::Index {
     Leaf old = std::move(tree.leaves[leaf_index]);
     tree.leaves[leaf_index] = Leaf();
     tree.free_leaves.push_back(leaf_index);
+    tree.wasted_blocks += old.capacity;
     const size_t count = old.ids.size();
     std::vector<float> coords(count * k);
     std::vector<Record> records(count);
     for (size_t i = 0; i < count; ++i) {
-      const float* filter = old.filter.data() + (i / kLanes) * filter_floats;
-      const float* refine = old.refine.data() + (i / kLanes) * refine_floats;
+      const float* filter =
+          tree.filter_arena.data() + (old.first_block + i / kLanes) * filter_floats;
+      const float* refine =
+          tree.refine_arena.data() + (old.first_block + i / kLanes) * refine_floats;
       const size_t lane = i % kLanes;
       for (uint32_t r = 0; r < split_dims; ++r) coords[i * k + r] = filter[(r + 2) * kLanes + lane];
       for (uint32_t r = split_dims; r < k; ++r)
@@ -481,10 +549,43 @@ struct Prada::Index {
       node = n.child[projected.coords[n.dim] < n.split ? 0 : 1];
     }
     Leaf& leaf = tree.leaves[tree.nodes[node].leaf];
-    AppendToLeaf(leaf, id, projected.coords.data(), projected.rho_lo, projected.rho_hi);
+    AppendToLeaf(tree, leaf, id, projected.coords.data(), projected.rho_lo, projected.rho_hi);
     if (leaf.ids.size() > kLeafSplitAbove && leaf.ids.size() >= leaf.no_split_below &&
         tree.nodes[node].depth < kMaxDepth)
       SplitLeaf(tree, node);
+    if (tree.wasted_blocks > 64 && 2 * tree.wasted_blocks > tree.used_blocks) Compact(tree);
+  }
+
+  // Rewrites the arenas with the leaves in depth-first order and no waste (a spare block each).
+  void Compact(Tree& tree) {
+    std::vector<float> filter_arena, refine_arena;
+    size_t used = 0;
+    std::vector<int32_t> stack = {0};
+    while (!stack.empty()) {
+      const Node& n = tree.nodes[stack.back()];
+      stack.pop_back();
+      if (n.leaf < 0) {
+        stack.push_back(n.child[1]);
+        stack.push_back(n.child[0]);
+        continue;
+      }
+      Leaf& leaf = tree.leaves[n.leaf];
+      const size_t in_use = (leaf.ids.size() + kLanes - 1) / kLanes;
+      const size_t capacity = in_use + 1;
+      filter_arena.resize((used + capacity) * filter_floats);
+      refine_arena.resize((used + capacity) * refine_floats);
+      std::copy_n(tree.filter_arena.begin() + leaf.first_block * filter_floats,
+                  in_use * filter_floats, filter_arena.begin() + used * filter_floats);
+      std::copy_n(tree.refine_arena.begin() + leaf.first_block * refine_floats,
+                  in_use * refine_floats, refine_arena.begin() + used * refine_floats);
+      leaf.first_block = used;
+      leaf.capacity = capacity;
+      used += capacity;
+    }
+    tree.filter_arena = std::move(filter_arena);
+    tree.refine_arena = std::move(refine_arena);
+    tree.used_blocks = used;
+    tree.wasted_blocks = 0;
   }
 
   // ---- Search ----
@@ -505,6 +606,9 @@ struct Prada::Index {
     float eta;
     float best = kInfinity;
     float threshold = kInfinity;
+    size_t scanned = 0, verified = 0;  // points whose blocks were read, exact distances computed
+    size_t give_up_at = 0;             // pending + verified beyond this: the index is not pruning
+    bool gave_up = false;
   };
   std::vector<Candidate> pending;  // a min-heap (std::greater)
 
@@ -513,6 +617,7 @@ struct Prada::Index {
     const Candidate candidate = pending.back();
     pending.pop_back();
     if (candidate.bound > state.threshold) return;
+    ++state.verified;
     const float distance = SquaredDistance(state.x, state.owner->Vector(candidate.id), dim);
     if (distance < state.best) {
       state.best = distance;
@@ -520,7 +625,7 @@ struct Prada::Index {
     }
   }
 
-  void ScanLeaf(const Leaf& leaf, SearchState& state) {
+  void ScanLeaf(const Tree& tree, const Leaf& leaf, SearchState& state) {
     const Projected& q = *state.query;
     float bound = 0;
     for (uint32_t j = 0; j < split_dims; ++j) {
@@ -533,11 +638,13 @@ struct Prada::Index {
     bound += gap * gap;
     if (bound > state.threshold) return;
     const size_t blocks = (leaf.ids.size() + kLanes - 1) / kLanes;
+    state.scanned += leaf.ids.size();
     float bounds[kLanes];
     bool added = false;
     for (size_t b = 0; b < blocks; ++b) {
       uint32_t alive =
-          ScanBlock(leaf.filter.data() + b * filter_floats, leaf.refine.data() + b * refine_floats,
+          ScanBlock(tree.filter_arena.data() + (leaf.first_block + b) * filter_floats,
+                    tree.refine_arena.data() + (leaf.first_block + b) * refine_floats,
                     q.coords.data(), split_dims, k, q.rho_lo, q.rho_hi, state.threshold, bounds);
       while (alive != 0) {
         const uint32_t lane = static_cast<uint32_t>(__builtin_ctz(alive));
@@ -550,12 +657,14 @@ struct Prada::Index {
       }
     }
     if (added) Verify(state);
+    if (pending.size() + state.verified > state.give_up_at) state.gave_up = true;
   }
 
   void Visit(const Tree& tree, int32_t node, float cell_bound, SearchState& state) {
     const Node& n = tree.nodes[node];
+    if (state.gave_up) return;
     if (n.leaf >= 0) {
-      ScanLeaf(tree.leaves[n.leaf], state);
+      ScanLeaf(tree, tree.leaves[n.leaf], state);
       return;
     }
     const float diff = state.query->coords[n.dim] - n.split;
@@ -570,15 +679,30 @@ struct Prada::Index {
     }
   }
 
-  // The minimum squared distance from x to the class's stored points (the tree must exist).
-  float Search(uint32_t cls, const float* x, const Projected& query, const Prada* owner) {
+  // The minimum squared distance from x to the class's `members` (its tree must exist). When
+  // the bounds do not prune (distances that concentrate, as in high-dimensional noise), the
+  // search gives up once a quarter of the class awaits or has had an exact distance, and scans
+  // the class instead; `cost` gets the work done relative to a plain scan.
+  float Search(uint32_t cls, const float* x, const Projected& query, const Prada* owner,
+               std::span<const uint32_t> members, double* cost) {
     const Tree& tree = *trees[cls];
     SearchState state{x, &query, owner,
                       RoundUp(static_cast<double>(query.eta) + eta_rel * tree.max_norm)};
+    state.give_up_at = members.size() / 4;
     offsets.assign(split_dims, 0.0f);
     pending.clear();
     Visit(tree, 0, 0.0f, state);
+    if (state.gave_up) {
+      for (uint32_t id : members)
+        state.best = std::min(state.best, SquaredDistance(x, owner->Vector(id), dim));
+      *cost = 1.5;
+      return state.best;
+    }
     while (!pending.empty() && pending.front().bound <= state.threshold) Verify(state);
+    // Reading a point's blocks costs about a fifth of an exact distance (k + 2 of dim floats,
+    // for the 784-dimensional data this was tuned on).
+    *cost = (static_cast<double>(state.verified) + 0.2 * static_cast<double>(state.scanned)) /
+            static_cast<double>(members.size());
     return state.best;
   }
 };
@@ -590,6 +714,10 @@ struct Prada::ClassState {
   uint64_t stored = 0;            // |D_{G_c}|
   double mean = 0, m2 = 0;        // Welford over D_{G_c}
   double threshold = 0;           // T_c
+  // Speed only (never persisted, no effect on results): a moving average of the index's cost
+  // relative to a plain scan for this class, and queries since the index was last tried.
+  float index_cost = 0;
+  uint32_t since_index_probe = 0;
 
   void Add(float distance) {
     ++stored;
@@ -874,12 +1002,21 @@ Status Prada::Observe(std::span<const float> x, uint32_t cls, PradaObservation* 
       out->stored = true;
     }
   } else {
+    // The index unless the class is small (a scan is as fast and needs no projection) or the
+    // index has been costing more than a scan for this class (then it is re-tried every
+    // kIndexProbeEvery queries, in case the data changed). Both give the same minimum.
     float best = kInfinity;
     Projected projected;
-    const bool indexed = index_ != nullptr;
+    bool indexed = index_ != nullptr && state.members.size() > kScanBelow;
+    if (indexed && state.index_cost > kIndexCostLimit)
+      indexed = ++state.since_index_probe >= kIndexProbeEvery;
     if (indexed) {
+      state.since_index_probe = 0;
       index_->Project(x.data(), &projected);
-      best = index_->Search(cls, x.data(), projected, this);
+      double cost = 0;
+      best = index_->Search(cls, x.data(), projected, this, state.members, &cost);
+      state.index_cost = static_cast<float>(0.8 * state.index_cost + 0.2 * cost);
+      ++indexed_searches_;
     } else {
       for (uint32_t id : state.members)
         best = std::min(best, SquaredDistance(x.data(), Vector(id), config_.dim));

@@ -193,9 +193,9 @@ Status Client::StoreSealed(const std::vector<uint8_t>& sealed) {
       return IoError("cannot truncate {}: {}", journal_path, std::strerror(errno));
     size_t done = 0;
     while (done < update.journal_append.size()) {
-      ssize_t n = ::pwrite(fd, update.journal_append.data() + done,
-                           update.journal_append.size() - done,
-                           static_cast<off_t>(update.journal_keep + done));
+      ssize_t n =
+          ::pwrite(fd, update.journal_append.data() + done, update.journal_append.size() - done,
+                   static_cast<off_t>(update.journal_keep + done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return IoError("cannot write {}: {}", journal_path, std::strerror(errno));
       done += static_cast<size_t>(n);

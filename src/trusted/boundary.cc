@@ -44,4 +44,3 @@ Status Boundary::Call(trusted::Call call, std::span<const uint8_t> input, Reply*
 }
 
 }  // namespace mlcapsule::trusted
-

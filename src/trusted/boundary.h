@@ -85,7 +85,8 @@ inline constexpr uint64_t kMaxSealedStateBytes = 4 << 20;
 inline constexpr uint64_t kMaxJournalBytes = (uint64_t{2} << 30) + (uint64_t{256} << 20);
 // A seal appends at most this much to the journal (the core seals early to keep under it).
 inline constexpr uint64_t kMaxJournalAppendBytes = 16 << 20;
-inline constexpr uint64_t kMaxSealedUpdateBytes = kMaxSealedStateBytes + kMaxJournalAppendBytes + 64;
+inline constexpr uint64_t kMaxSealedUpdateBytes =
+    kMaxSealedStateBytes + kMaxJournalAppendBytes + 64;
 inline constexpr uint64_t kMaxOpenInputBytes =
     (uint64_t{8} << 30) + kMaxSealedStateBytes + kMaxJournalBytes + (1 << 20);
 inline constexpr uint64_t kMaxEvidenceInputBytes = 64;

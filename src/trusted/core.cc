@@ -12,8 +12,8 @@
 #include "base/sensitive_memory.h"
 #include "capsule/tensor_wire.h"
 #include "defense/output_policy.h"
-#include "trusted/defenses.h"
 #include "engine/plan.h"
+#include "trusted/defenses.h"
 
 namespace mlcapsule::trusted {
 namespace {
@@ -441,7 +441,8 @@ Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
     if (capsule_bytes_.empty())
       return InternalError("the capsule's ciphertext is no longer held by the core");
     MLC_ASSIGN_OR_RETURN(SecretBytes payload, capsule::DecryptPayload(*capsule_, capsule_key));
-    MLC_ASSIGN_OR_RETURN(capsule::PayloadLayout layout, capsule::ParsePayloadLayout(payload.span()));
+    MLC_ASSIGN_OR_RETURN(capsule::PayloadLayout layout,
+                         capsule::ParsePayloadLayout(payload.span()));
     // The defenses copy their parts (watermark key, membership plan) before the payload's
     // allocation goes to the plan.
     MLC_RETURN_IF_ERROR(defenses_->Attach(

@@ -106,7 +106,7 @@ class Core {
   // core seals a state that already counts the whole block, so a host that kills the core and
   // restarts from the last seal pays for the block instead of getting it free.
   uint64_t reserved_until_ = 0;
-  bool dirty_ = false;  // state changed since the last seal
+  bool dirty_ = false;                  // state changed since the last seal
   std::unique_ptr<Defenses> defenses_;  // from the policy, at open
   std::unique_ptr<engine::Session> session_;
   std::vector<engine::Tensor> model_outputs_, client_tensors_;  // reused across queries

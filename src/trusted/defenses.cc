@@ -61,9 +61,10 @@ Result<std::unique_ptr<Defenses>> Defenses::Create(const capsule::Policy& policy
           which, scores.name, scores.dims.size());
     for (const capsule::IoTensor& in : header.inputs) {
       if (in.dims.empty() || !in.dims[0].batch)
-        return InvalidArgument("{}: needs every input to have the batch as its first dimension "
-                               "('{}' does not)",
-                               which, in.name);
+        return InvalidArgument(
+            "{}: needs every input to have the batch as its first dimension "
+            "('{}' does not)",
+            which, in.name);
       for (size_t i = 1; i < in.dims.size(); ++i)
         if (in.dims[i].batch)
           return InvalidArgument("{}: input '{}' has a batch-scaled dimension {} past the first",
@@ -74,8 +75,8 @@ Result<std::unique_ptr<Defenses>> Defenses::Create(const capsule::Policy& policy
     return InvalidArgument("defenses.watermark: needs at least 2 classes, the model has {}",
                            d->classes_);
   if (p.watermark.enabled) {
-    MLC_RETURN_IF_ERROR(capsule::FromHex(p.watermark.escrow_key, d->escrow_key_,
-                                         "defenses.watermark.escrow_key"));
+    MLC_RETURN_IF_ERROR(
+        capsule::FromHex(p.watermark.escrow_key, d->escrow_key_, "defenses.watermark.escrow_key"));
   }
   if (p.prada.enabled) {
     const capsule::IoTensor& first = header.inputs[0];
@@ -123,18 +124,17 @@ Status Defenses::Attach(std::span<const uint8_t> watermark_key,
     size_t allocation_bytes = 0;
     const size_t size = copy.size();
     uint8_t* base = copy.ReleaseAllocation(&allocation_bytes);
-    MLC_ASSIGN_OR_RETURN(engine::Plan plan,
-                         engine::ParsePlan(engine::AlignedBuffer::AdoptSensitive(
-                             base, allocation_bytes, 0, size)));
+    MLC_ASSIGN_OR_RETURN(engine::Plan plan, engine::ParsePlan(engine::AlignedBuffer::AdoptSensitive(
+                                                base, allocation_bytes, 0, size)));
     engine::SessionOptions options;
     options.threads = 1;
     (void)threads;
     MLC_ASSIGN_OR_RETURN(membership_, engine::Session::Create(std::move(plan), options));
     MLC_ASSIGN_OR_RETURN(defense::MembershipClassifier classifier,
                          defense::ClassifierFromSession(membership_.get(), classes_));
-    MLC_ASSIGN_OR_RETURN(defense::MemGuard memguard,
-                         defense::MemGuard::Create(policy_.defenses.memguard, classes_,
-                                                   std::move(classifier)));
+    MLC_ASSIGN_OR_RETURN(
+        defense::MemGuard memguard,
+        defense::MemGuard::Create(policy_.defenses.memguard, classes_, std::move(classifier)));
     memguard_ = std::make_unique<defense::MemGuard>(std::move(memguard));
   }
   attached_ = true;
@@ -224,9 +224,9 @@ Status Defenses::Apply(std::span<const engine::TensorView> inputs, engine::Tenso
       if (prada_) {
         const float* x = inputs[0].As<const float>() + r * row_elements_;
         defense::PradaObservation seen;
-        MLC_RETURN_IF_ERROR(prada_->Observe(
-            std::span<const float>(x, static_cast<size_t>(row_elements_)),
-            static_cast<uint32_t>(cls), &seen));
+        MLC_RETURN_IF_ERROR(
+            prada_->Observe(std::span<const float>(x, static_cast<size_t>(row_elements_)),
+                            static_cast<uint32_t>(cls), &seen));
         if (seen.at_cap && !cap_reported_) {
           cap_reported_ = true;
           alerts->push_back({"prada-cap", at,
@@ -260,9 +260,8 @@ Status Defenses::Apply(std::span<const engine::TensorView> inputs, engine::Tenso
             continue;
           }
           auto sealed = defense::SealEscrowRecord(
-              escrow_key_, defense::EscrowRecordFromRow(capsule_id_, at,
-                                                        static_cast<uint32_t>(classes_), label,
-                                                        inputs, r));
+              escrow_key_, defense::EscrowRecordFromRow(
+                               capsule_id_, at, static_cast<uint32_t>(classes_), label, inputs, r));
           if (!sealed.ok()) {
             ++escrow_dropped_;
             continue;

@@ -281,8 +281,8 @@ TEST_F(DefensesTest, DamagedOrMissingJournalRestartsPradaVisibly) {
     store_ = good;
     platform_.set_counter(good_counter);  // each variant starts from the same stored state
     if (variant == 0) store_.journal[store_.journal.size() / 2] ^= 0x40;  // a flipped byte
-    if (variant == 1) store_.journal.resize(store_.journal.size() - 5);  // truncated
-    if (variant == 2) store_.journal.clear();                              // deleted
+    if (variant == 1) store_.journal.resize(store_.journal.size() - 5);   // truncated
+    if (variant == 2) store_.journal.clear();                             // deleted
     Start();
     capsule::UsageReport r = Report();
     EXPECT_TRUE(HasAlert(r, "defense-state", "journal")) << variant;
