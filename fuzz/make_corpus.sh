@@ -3,8 +3,10 @@
 #   OUT/onnx_compile/    small ONNX models from the ONNX node tests
 #   OUT/plan_loader/     the plans `mlcapsule compile` makes of them (default and --no-channels-last)
 #   OUT/tensor_parsers/  their test-data TensorProtos (.pb) and .npy outputs from `mlcapsule infer`
-#   OUT/capsule_parsers/ hand-built, well-formed capsule, lease, evidence request, usage report and
-#                        tensor list (structure only: signatures are filler), plus a real capsule
+#   OUT/capsule_parsers/ hand-built, well-formed capsule, payload, sealed update, escrow record,
+#                        lease, evidence request, usage report (version 2, with defense counters
+#                        and an escrow blob) and tensor list (structure only: signatures are
+#                        filler), plus a real capsule
 #                        from `mlcapsule keygen` + `mlcapsule pack` when those succeed
 # Usage: fuzz/make_corpus.sh OUT_DIR [MLCAPSULE_BINARY] [ONNX_NODE_TEST_DIR]
 set -euo pipefail
@@ -73,12 +75,23 @@ seeds=$out/capsule_parsers
 io() { str "$1"; le 1 1; le 1 2; le 8 1; le 1 1; le 8 10; le 1 0; }  # float32 [N,10]
 header=$(fill 11 16)$(le 8 1700000000)$(fill 22 32)$(le 1 1)$(fill 22 32)$(str seed)$(str '{}')
 header+=$(le 1 1)$(io x)$(le 1 1)$(io y)$(fill 33 32)$(le 8 100)$(le 4 4096)$(le 8 1)$(fill 44 24)
-emit "$(text MLCAPSUL)$(le 4 1)$(le 4 $((${#header} / 2)))$header$(fill 5a 117)$(fill 00 64)" \
+emit "$(text MLCAPSUL)$(le 4 2)$(le 4 $((${#header} / 2)))$header$(fill 5a 117)$(fill 00 64)" \
   "$seeds/capsule.bin"
+# The decrypted payload (plan + membership plan + watermark key) and a core's sealed update.
+emit "$(text MLCPAYL1)$(le 8 36)$(le 8 20)$(fill 77 32)$(fill 00 8)$(fill 5a 36)$(fill 00 28)$(fill 6b 20)" \
+  "$seeds/payload.bin"
+emit "$(le 4 10)$(fill 21 10)$(le 8 0)$(le 4 16)$(fill 43 16)" "$seeds/sealed_update.bin"
+# An escrow record's plaintext: one float32 [1,4] input.
+emit "$(text MLCESCRW)$(le 4 1)$(fill 12 16)$(le 8 7)$(le 4 10)$(le 4 3)$(le 2 1)$(le 1 1)$(le 1 2)$(le 8 1)$(le 8 4)$(fill 3f 16)" \
+  "$seeds/escrow_record.bin"
 
-usage=$(text MLCUSAGE)$(le 4 1)$(fill 12 16)$(str lic-1)$(fill 34 16)$(le 8 1)$(fill 56 32)
+usage=$(text MLCUSAGE)$(le 4 2)$(fill 12 16)$(str lic-1)$(fill 34 16)$(le 8 1)$(fill 56 32)
 usage+=$(le 8 0)$(fill 00 32)$(le 8 5)$(fill 78 32)$(le 8 1700000000)$(le 2 1)
-usage+=$(str prada)$(le 8 3)$(str 'distribution shift')$(fill 00 64)
+usage+=$(str prada)$(le 8 3)$(str 'distribution shift')
+# defenses: observed 5, stored 3, last W 0.5 (f64 0x3fe0000000000000), alarmed, 1 watermarked,
+# 1 escrowed, 0 dropped, 0 memguard, 0 rate-limited; one escrow blob of 49 bytes.
+usage+=$(le 8 5)$(le 8 3)$(le 8 4602678819172646912)$(le 1 1)$(le 8 1)$(le 8 1)$(le 8 0)$(le 8 0)$(le 8 0)
+usage+=$(le 2 1)$(le 4 49)$(fill 5e 49)$(fill 00 64)
 emit "$usage" "$seeds/usage_report.bin"
 
 evidence=$(text MLCSWEV1)$(fill 9a 32)$(fill bc 64)

@@ -23,6 +23,17 @@
 // Exactness: for a sample of queries (outside the timed region) the minimum of
 // PradaSquaredDistance over the class's stored vectors, square-rooted, is compared with the
 // observation's min_distance; the largest absolute difference is printed (0 means bit-identical).
+// Bounded search (PradaConfig::max_checks), at the largest S only:
+//   bounded_10class, bounded_one_class  for each --max-checks value (0 = exact, the reference):
+//     benign: the held-out queries in a fixed random order, store full (max_stored = S, as in
+//       deployment once 10^5 are stored): Observe time, the fraction of queries whose d_min is
+//       bit-equal to the exact one, the mean relative overestimate (d - d_exact) / d_exact, the
+//       largest |W - W_exact| over the tests (every 10 queries) and whether every alarm decision
+//       (delta 0.9) is the same;
+//     attack: 300 held-out benign queries, then 1000 synthetic ones: 10 other held-out images
+//       as seeds, each walked round-robin by random sign steps of 0.05 per pixel (clipped to
+//       [0, 1]) and queried with the seed's class, with room to store every query; the index of
+//       the first alarming query and |W - W_exact| for the same stream.
 // Output: one JSON line per configuration on stdout, a human summary on stderr, and finally the
 // cost of the Shapiro-Wilk test on 5000 values (PRADA runs it every 10 queries).
 #include <CLI/CLI.hpp>
@@ -197,6 +208,172 @@ bool RunConfig(const Config& config) {
   return true;
 }
 
+// The entries restoring the first `stored` pool vectors (labels, or class 0 when null).
+ByteWriter PoolEntries(const std::vector<float>& pool, const std::vector<uint8_t>* labels,
+                       uint32_t classes, uint64_t stored) {
+  ByteWriter entries;
+  std::vector<bool> seen(classes, false);
+  for (uint64_t i = 0; i < stored; ++i) {
+    const uint32_t cls = labels ? (*labels)[i] : 0;
+    entries.Pod<uint32_t>(cls);
+    entries.Pod<float>(seen[cls] ? 1.0f : 0.0f);
+    seen[cls] = true;
+    entries.Bytes(pool.data() + i * kDim, kDim * sizeof(float));
+  }
+  return entries;
+}
+
+struct StreamRun {
+  std::vector<double> micros;
+  std::vector<float> distances;  // per query; -1 when none
+  std::vector<double> w;         // per test, in order
+  std::vector<bool> alarms;      // per test
+  int64_t first_alarm = -1;      // query index
+  double load_seconds = 0;
+};
+
+// A fresh Prada (max_checks, room for `room` more than restored), S restored entries, then the
+// stream observed one query at a time.
+bool RunStream(uint32_t classes, uint32_t max_checks, const ByteWriter& entries, uint64_t stored,
+               uint64_t room, const std::vector<float>& stream,
+               const std::vector<uint32_t>& stream_classes, StreamRun* out) {
+  PradaConfig config{.dim = kDim, .classes = classes};
+  config.max_stored = stored + room;
+  config.max_checks = max_checks;
+  auto created = Prada::Create(config);
+  if (!created.ok()) {
+    std::fprintf(stderr, "create: %s\n", created.status().ToString().c_str());
+    return false;
+  }
+  Prada& prada = **created;
+  const auto load_start = Clock::now();
+  ByteReader reader(entries.span(), "bench entries");
+  auto status = prada.ReadEntries(reader, stored);
+  out->load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
+  if (!status.ok()) {
+    std::fprintf(stderr, "ReadEntries: %s\n", status.ToString().c_str());
+    return false;
+  }
+  *out = StreamRun{.load_seconds = out->load_seconds};
+  for (size_t q = 0; q < stream_classes.size(); ++q) {
+    PradaObservation seen;
+    const auto start = Clock::now();
+    status = prada.Observe(std::span<const float>(stream.data() + q * kDim, kDim),
+                           stream_classes[q], &seen);
+    const auto end = Clock::now();
+    if (!status.ok()) {
+      std::fprintf(stderr, "Observe: %s\n", status.ToString().c_str());
+      return false;
+    }
+    out->micros.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+    out->distances.push_back(seen.has_distance ? seen.min_distance : -1.0f);
+    if (seen.tested) {
+      out->w.push_back(seen.w);
+      out->alarms.push_back(seen.alarm);
+      if (seen.alarm && out->first_alarm < 0) out->first_alarm = static_cast<int64_t>(q);
+    }
+  }
+  return true;
+}
+
+double MaxAbsDifference(const std::vector<double>& a, const std::vector<double>& b) {
+  double worst = a.size() == b.size() ? 0 : std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, std::fabs(a[i] - b[i]));
+  return worst;
+}
+
+bool RunBounded(const std::string& name, uint32_t classes, uint64_t stored,
+                const std::vector<float>& pool, const std::vector<uint8_t>* pool_labels,
+                const std::vector<float>& queries, const std::vector<uint8_t>& query_labels,
+                const std::vector<uint32_t>& max_checks_values) {
+  const size_t query_count = queries.size() / kDim;
+  auto label = [&](size_t q) -> uint32_t { return pool_labels ? query_labels[q] : 0; };
+  // Benign: the held-out queries in a fixed random order.
+  std::vector<size_t> order(query_count);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+  std::vector<float> benign(query_count * kDim);
+  std::vector<uint32_t> benign_classes(query_count);
+  for (size_t i = 0; i < query_count; ++i) {
+    std::copy_n(queries.data() + order[i] * kDim, kDim, benign.data() + i * kDim);
+    benign_classes[i] = label(order[i]);
+  }
+  // Attack: 300 benign (order[10..309]), then seeds order[0..9] walked round-robin.
+  constexpr size_t kSeeds = 10, kBenignPrefix = 300, kSteps = 100;
+  std::vector<float> attack;
+  std::vector<uint32_t> attack_classes;
+  for (size_t i = kSeeds; i < kSeeds + kBenignPrefix && i < query_count; ++i) {
+    attack.insert(attack.end(), benign.begin() + i * kDim, benign.begin() + (i + 1) * kDim);
+    attack_classes.push_back(benign_classes[i]);
+  }
+  std::vector<float> walkers(benign.begin(), benign.begin() + kSeeds * kDim);
+  std::mt19937_64 rng(11);
+  for (size_t step = 0; step < kSteps; ++step)
+    for (size_t s = 0; s < kSeeds; ++s) {
+      float* x = walkers.data() + s * kDim;
+      for (uint32_t j = 0; j < kDim; ++j)
+        x[j] = std::clamp(x[j] + ((rng() & 1) ? 0.05f : -0.05f), 0.0f, 1.0f);
+      attack.insert(attack.end(), x, x + kDim);
+      attack_classes.push_back(benign_classes[s]);
+    }
+
+  const ByteWriter entries = PoolEntries(pool, pool_labels, classes, stored);
+  StreamRun exact_benign, exact_attack;
+  for (uint32_t max_checks : max_checks_values) {
+    StreamRun benign_run, attack_run;
+    if (!RunStream(classes, max_checks, entries, stored, 0, benign, benign_classes, &benign_run) ||
+        !RunStream(classes, max_checks, entries, stored, attack_classes.size(), attack,
+                   attack_classes, &attack_run))
+      return false;
+    if (max_checks == 0) {
+      exact_benign = benign_run;
+      exact_attack = attack_run;
+    }
+    if (exact_benign.distances.empty()) {
+      std::fprintf(stderr, "--max-checks must start with 0 (the exact reference)\n");
+      return false;
+    }
+    size_t equal = 0, compared = 0;
+    double over = 0;
+    for (size_t q = 0; q < query_count; ++q) {
+      const float want = exact_benign.distances[q], got = benign_run.distances[q];
+      if (want < 0) continue;
+      ++compared;
+      equal += got == want;
+      if (want > 0) over += (static_cast<double>(got) - want) / want;
+    }
+    const double median = Percentile(benign_run.micros, 0.5),
+                 p90 = Percentile(benign_run.micros, 0.9);
+    const bool alarm_same = benign_run.alarms == exact_benign.alarms;
+    const size_t benign_alarms =
+        static_cast<size_t>(std::count(benign_run.alarms.begin(), benign_run.alarms.end(), true));
+    std::printf(
+        "{\"case\":\"%s\",\"stored\":%llu,\"max_checks\":%u,\"queries\":%zu,"
+        "\"median_us\":%.1f,\"p90_us\":%.1f,\"exact_fraction\":%.4f,\"mean_rel_over\":%.3g,"
+        "\"w_max_abs_diff\":%.3g,\"alarm_same\":%s,\"benign_tests\":%zu,\"benign_alarms\":%zu,"
+        "\"attack_alarm_at\":%lld,\"attack_alarm_at_exact\":%lld,"
+        "\"attack_w_max_abs_diff\":%.3g,\"attack_median_us\":%.1f,\"load_s\":%.2f}\n",
+        name.c_str(), static_cast<unsigned long long>(stored), max_checks, query_count, median, p90,
+        compared ? static_cast<double>(equal) / compared : 1.0, compared ? over / compared : 0.0,
+        MaxAbsDifference(benign_run.w, exact_benign.w), alarm_same ? "true" : "false",
+        benign_run.alarms.size(), benign_alarms, static_cast<long long>(attack_run.first_alarm),
+        static_cast<long long>(exact_attack.first_alarm),
+        MaxAbsDifference(attack_run.w, exact_attack.w), Percentile(attack_run.micros, 0.5),
+        benign_run.load_seconds);
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "%-20s S=%-6llu max_checks %-5u median %7.1f us  p90 %7.1f us  exact %.3f  "
+                 "over %.2e  |dW| %.2e  alarms same %d  attack alarm at %lld (exact %lld)\n",
+                 name.c_str(), static_cast<unsigned long long>(stored), max_checks, median, p90,
+                 compared ? static_cast<double>(equal) / compared : 1.0,
+                 compared ? over / compared : 0.0, MaxAbsDifference(benign_run.w, exact_benign.w),
+                 alarm_same, static_cast<long long>(attack_run.first_alarm),
+                 static_cast<long long>(exact_attack.first_alarm));
+  }
+  return true;
+}
+
 void TimeShapiroWilk() {
   std::mt19937_64 rng(5);
   std::normal_distribution<double> normal(0, 1);
@@ -235,12 +412,16 @@ int main(int argc, char** argv) {
   std::string data = "/usr/share/datasets/fashion-mnist";
   size_t query_count = 2000;
   std::vector<uint64_t> sizes = {1000, 10000, 100000};
-  std::vector<std::string> cases = {"fashion_10class", "fashion_one_class",
-                                    "fashion_one_class_inserting", "noise_one_class"};
+  std::vector<std::string> cases = {
+      "fashion_10class", "fashion_one_class", "fashion_one_class_inserting",
+      "noise_one_class", "bounded_10class",   "bounded_one_class"};
+  std::vector<uint32_t> max_checks_values = {0, 2048, 512, 128};
   app.add_option("--data", data, "directory with the gzipped Fashion-MNIST IDX files");
   app.add_option("--queries", query_count, "held-out queries timed per configuration (max 2000)");
   app.add_option("--sizes", sizes, "stored counts S (at most 100000)");
   app.add_option("--cases", cases, "which cases to run");
+  app.add_option("--max-checks", max_checks_values,
+                 "bounded cases: PradaConfig::max_checks values, 0 (exact) first");
   CLI11_PARSE(app, argc, argv);
   query_count = std::min<size_t>(query_count, 2000);
   for (uint64_t size : sizes)
@@ -296,7 +477,14 @@ int main(int argc, char** argv) {
   for (float& v : noise) v = uniform(rng);
   for (float& v : noise_queries) v = uniform(rng);
 
-  for (const std::string& name : cases)
+  for (const std::string& name : cases) {
+    if (name == "bounded_10class" || name == "bounded_one_class") {
+      const bool ten = name == "bounded_10class";
+      if (!RunBounded(name, ten ? 10 : 1, largest, pool, ten ? &pool_labels : nullptr, queries,
+                      query_labels, max_checks_values))
+        return 1;
+      continue;
+    }
     for (uint64_t size : sizes) {
       Config config{name, 1, size, false, &pool, nullptr, &queries, nullptr, 0};
       config.exact_checks = size >= 100000 ? 100 : 200;
@@ -316,6 +504,7 @@ int main(int argc, char** argv) {
       }
       if (!RunConfig(config)) return 1;
     }
+  }
   TimeShapiroWilk();
   return 0;
 }

@@ -17,6 +17,7 @@
 // relative 8e-6; the index exists only for dim <= 2048). The true squared distance of a pruned y
 // then exceeds B (1 + s), so its float value exceeds B: it cannot be the minimum. Survivors get
 // PradaSquaredDistance, the function a naive scan uses, so the minimum is the same float.
+// (config.max_checks > 0 trades this for speed: see prada.h.)
 //
 // Speed: candidates are verified in increasing order of their bound (the smallest bound is the
 // likeliest neighbour, so the threshold tightens early), leaves store their points 8 to a block
@@ -57,7 +58,7 @@ constexpr size_t kScanBelow = 128;       // classes this small are scanned
 constexpr float kIndexCostLimit = 0.7f;  // index cost / scan cost above which a class scans
 constexpr uint32_t kIndexProbeEvery = 32;
 constexpr uint32_t kScalarsMagic = 0x53445250;  // "PRDS"
-constexpr uint32_t kScalarsVersion = 1;
+constexpr uint32_t kScalarsVersion = 2;         // 2: config gained max_checks
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
 constexpr float kPadRho = std::numeric_limits<float>::max();
 
@@ -609,6 +610,8 @@ struct Prada::Index {
     size_t scanned = 0, verified = 0;  // points whose blocks were read, exact distances computed
     size_t give_up_at = 0;             // pending + verified beyond this: the index is not pruning
     bool gave_up = false;
+    size_t max_checks = std::numeric_limits<size_t>::max();  // the budget of exact distances
+    bool out_of_checks = false;                              // verified reached max_checks
   };
   std::vector<Candidate> pending;  // a min-heap (std::greater)
 
@@ -623,6 +626,7 @@ struct Prada::Index {
       state.best = distance;
       state.threshold = Threshold(distance, state.eta);
     }
+    if (state.verified >= state.max_checks) state.out_of_checks = true;
   }
 
   void ScanLeaf(const Tree& tree, const Leaf& leaf, SearchState& state) {
@@ -662,7 +666,7 @@ struct Prada::Index {
 
   void Visit(const Tree& tree, int32_t node, float cell_bound, SearchState& state) {
     const Node& n = tree.nodes[node];
-    if (state.gave_up) return;
+    if (state.gave_up || state.out_of_checks) return;
     if (n.leaf >= 0) {
       ScanLeaf(tree, tree.leaves[n.leaf], state);
       return;
@@ -683,12 +687,19 @@ struct Prada::Index {
   // the bounds do not prune (distances that concentrate, as in high-dimensional noise), the
   // search gives up once a quarter of the class awaits or has had an exact distance, and scans
   // the class instead; `cost` gets the work done relative to a plain scan.
+  // With a budget (max_checks > 0) the search stops once it has verified max_checks candidates
+  // and returns the smallest of those: an upper bound of the minimum. It never gives up for a
+  // scan (that would cost more than the budget allows); the traversal then stops at the budget.
   float Search(uint32_t cls, const float* x, const Projected& query, const Prada* owner,
-               std::span<const uint32_t> members, double* cost) {
+               std::span<const uint32_t> members, uint32_t max_checks, double* cost) {
     const Tree& tree = *trees[cls];
     SearchState state{x, &query, owner,
                       RoundUp(static_cast<double>(query.eta) + eta_rel * tree.max_norm)};
     state.give_up_at = members.size() / 4;
+    if (max_checks > 0) {
+      state.max_checks = max_checks;
+      state.give_up_at = std::numeric_limits<size_t>::max();
+    }
     offsets.assign(split_dims, 0.0f);
     pending.clear();
     Visit(tree, 0, 0.0f, state);
@@ -698,7 +709,8 @@ struct Prada::Index {
       *cost = 1.5;
       return state.best;
     }
-    while (!pending.empty() && pending.front().bound <= state.threshold) Verify(state);
+    while (!pending.empty() && !state.out_of_checks && pending.front().bound <= state.threshold)
+      Verify(state);
     // Reading a point's blocks costs about a fifth of an exact distance (k + 2 of dim floats,
     // for the 784-dimensional data this was tuned on).
     *cost = (static_cast<double>(state.verified) + 0.2 * static_cast<double>(state.scanned)) /
@@ -1004,17 +1016,21 @@ Status Prada::Observe(std::span<const float> x, uint32_t cls, PradaObservation* 
   } else {
     // The index unless the class is small (a scan is as fast and needs no projection) or the
     // index has been costing more than a scan for this class (then it is re-tried every
-    // kIndexProbeEvery queries, in case the data changed). Both give the same minimum.
+    // kIndexProbeEvery queries, in case the data changed). Both give the same minimum, unless
+    // max_checks bounds the index's search (then the index's may be larger; scans stay exact).
+    // With a budget the cost fallback is off: the budget bounds the cost, and the choice must not
+    // depend on index_cost, which is not persisted (restore would then change results).
     float best = kInfinity;
     Projected projected;
     bool indexed = index_ != nullptr && state.members.size() > kScanBelow;
-    if (indexed && state.index_cost > kIndexCostLimit)
+    if (indexed && config_.max_checks == 0 && state.index_cost > kIndexCostLimit)
       indexed = ++state.since_index_probe >= kIndexProbeEvery;
     if (indexed) {
       state.since_index_probe = 0;
       index_->Project(x.data(), &projected);
       double cost = 0;
-      best = index_->Search(cls, x.data(), projected, this, state.members, &cost);
+      best =
+          index_->Search(cls, x.data(), projected, this, state.members, config_.max_checks, &cost);
       state.index_cost = static_cast<float>(0.8 * state.index_cost + 0.2 * cost);
       ++indexed_searches_;
     } else {
@@ -1126,6 +1142,7 @@ void Prada::WriteScalars(ByteWriter* out) const {
   out->Pod<uint32_t>(config_.test_every);
   out->Pod<uint32_t>(config_.min_class_entries);
   out->Pod<double>(config_.delta);
+  out->Pod<uint32_t>(config_.max_checks);
   out->Pod<uint64_t>(observed_);
   out->Pod<uint64_t>(stored());
   out->Pod<uint32_t>(queries_since_test_);
@@ -1142,7 +1159,8 @@ void Prada::WriteScalars(ByteWriter* out) const {
 }
 
 Status Prada::ReadScalars(ByteReader& in) {
-  uint32_t magic = 0, version = 0, dim = 0, classes = 0, window = 0, test_every = 0, minimum = 0;
+  uint32_t magic = 0, version = 0, dim = 0, classes = 0, window = 0, test_every = 0, minimum = 0,
+           max_checks = 0;
   uint64_t max_stored = 0, observed = 0, stored_count = 0, tests = 0;
   uint32_t since_test = 0, window_size = 0;
   uint8_t alarmed = 0;
@@ -1159,9 +1177,11 @@ Status Prada::ReadScalars(ByteReader& in) {
   MLC_RETURN_IF_ERROR(in.Pod(&test_every, "test_every"));
   MLC_RETURN_IF_ERROR(in.Pod(&minimum, "min_class_entries"));
   MLC_RETURN_IF_ERROR(in.Pod(&delta, "delta"));
+  MLC_RETURN_IF_ERROR(in.Pod(&max_checks, "max_checks"));
   if (dim != config_.dim || classes != config_.classes || max_stored != config_.max_stored ||
       window != config_.window || test_every != config_.test_every ||
-      minimum != config_.min_class_entries || !(delta == config_.delta))
+      minimum != config_.min_class_entries || !(delta == config_.delta) ||
+      max_checks != config_.max_checks)
     return InvalidArgument("PRADA scalars were written under a different config");
   MLC_RETURN_IF_ERROR(in.Pod(&observed, "observed"));
   MLC_RETURN_IF_ERROR(in.Pod(&stored_count, "stored"));

@@ -30,6 +30,19 @@
 // minimum a naive scan with that function returns (the index below only prunes what provably
 // cannot be the minimum; see prada.cc for the error analysis behind "provably").
 //
+// Bounded search (max_checks > 0; 0, the default, is the exact search above): an index search
+// computes the exact distance of at most max_checks candidates, still in increasing order of
+// their lower bound, and d_min is the smallest of those. It is never below the exact d_min, equals
+// it whenever the nearest vector was among those verified (always when the exact search needs
+// no more than max_checks), and is still a deterministic function of the stored set and x, so
+// restore stays bit-identical. The plain-scan paths (below: before the first basis, dim > 2048,
+// classes of at most 128 vectors) stay exact; the fall-back to a scan when the index does not
+// prune is off (the budget bounds the cost instead, and the switch depends on unpersisted
+// timing history, which would break restore equivalence). An overestimate
+// can only store x where the exact rule might not (d_min > T_c) and shifts that distance in the
+// tested history. Measured on Fashion-MNIST with 10^5 stored (bench/defense/prada_bench.cc):
+// MEASURED_PLACEHOLDER
+//
 // Bounds, and what happens at each:
 //   - dim in [1, 2^24], classes in [1, 100000], window in [3, 5000] (5000: the largest sample
 //     the Shapiro-Wilk approximation covers), test_every >= 1, 1 <= min_class_entries <= window,
@@ -64,9 +77,9 @@
 // rewritten whole. Restore = a fresh Prada with the same config, ReadEntries of every entry, then
 // ReadScalars: future observations are then bit-identical to those of the original object.
 //   entry   = class:u32 distance:f32 vector:f32[dim]                   (little-endian)
-//   scalars = magic:u32 "PRDS" version:u32 (= 1)
+//   scalars = magic:u32 "PRDS" version:u32 (= 2)
 //             dim:u32 classes:u32 max_stored:u64 window:u32 test_every:u32 min_class_entries:u32
-//             delta:f64                                 (must equal this object's config)
+//             delta:f64 max_checks:u32                  (must equal this object's config)
 //             observed:u64 stored:u64                   (stored must equal the entries restored)
 //             queries_since_test:u32 alarmed:u8 last_w:f64 last_p:f64 tests:u64
 //             window_size:u32 { class:u32 distance:f32 }[window_size]   (oldest first)
@@ -92,6 +105,8 @@ struct PradaConfig {
   uint32_t window = 5000;
   uint32_t test_every = 10;
   uint32_t min_class_entries = 10;
+  // Exact distances an index search may compute; 0: no limit (exact d_min). See above.
+  uint32_t max_checks = 0;
 };
 
 struct PradaObservation {

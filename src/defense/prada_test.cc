@@ -190,27 +190,32 @@ TEST(PradaTest, MatchesReferenceImplementation) {
         .min_class_entries = 12},
        1200},
   };
-  uint64_t seed = 1;
-  for (const Case& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "dim " << c.config.dim);
-    std::unique_ptr<Prada> prada = MakePrada(c.config);
-    Reference reference(c.config);
-    const Stream stream = MakeStream(c.config.dim, c.config.classes, c.queries, seed++);
-    size_t tested = 0, alarms = 0;
-    for (size_t i = 0; i < stream.queries.size(); ++i) {
-      PradaObservation got;
-      ASSERT_TRUE(prada->Observe(stream.queries[i], stream.classes[i], &got).ok());
-      const PradaObservation want = reference.Observe(stream.queries[i], stream.classes[i]);
-      ExpectSame(got, want, i);
-      if (::testing::Test::HasFailure()) return;
-      tested += got.tested;
-      alarms += got.alarm;
+  // max_checks 0 is the exact search; a budget above any class's size never binds, so it must
+  // give the same bits (it only turns off the scan fall-backs, which give the same minimum).
+  for (const uint32_t max_checks : {0u, 100000u}) {
+    uint64_t seed = 1;
+    for (Case c : cases) {
+      c.config.max_checks = max_checks;
+      SCOPED_TRACE(::testing::Message() << "dim " << c.config.dim << " max_checks " << max_checks);
+      std::unique_ptr<Prada> prada = MakePrada(c.config);
+      Reference reference(c.config);
+      const Stream stream = MakeStream(c.config.dim, c.config.classes, c.queries, seed++);
+      size_t tested = 0, alarms = 0;
+      for (size_t i = 0; i < stream.queries.size(); ++i) {
+        PradaObservation got;
+        ASSERT_TRUE(prada->Observe(stream.queries[i], stream.classes[i], &got).ok());
+        const PradaObservation want = reference.Observe(stream.queries[i], stream.classes[i]);
+        ExpectSame(got, want, i);
+        if (::testing::Test::HasFailure()) return;
+        tested += got.tested;
+        alarms += got.alarm;
+      }
+      EXPECT_GT(prada->stored(), 300u);
+      EXPECT_GT(prada->indexed_searches(), c.queries / 8);  // the index was in use
+      EXPECT_GT(tested, 10u);
+      EXPECT_EQ(prada->observed(), c.queries);
+      (void)alarms;
     }
-    EXPECT_GT(prada->stored(), 300u);
-    EXPECT_GT(prada->indexed_searches(), c.queries / 8);  // the index was in use
-    EXPECT_GT(tested, 10u);
-    EXPECT_EQ(prada->observed(), c.queries);
-    (void)alarms;
   }
 }
 
@@ -255,6 +260,61 @@ TEST(PradaTest, IndexedSearchIsExactOnLargerSets) {
     EXPECT_TRUE(seen.at_cap);
   }
   EXPECT_GT(prada->indexed_searches(), 500u);  // the index answered, not the fallback scan
+}
+
+TEST(PradaTest, BoundedSearchIsAnUpperBoundAndExactWithinBudget) {
+  // Same stored set in an exact Prada and bounded ones; at the cap, so every query sees the same
+  // set. An ample budget gives the exact bits; small ones never go below the exact d_min.
+  const uint32_t dim = 200;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal(0, 1);
+  std::vector<std::vector<float>> stored;
+  ByteWriter entries;
+  for (uint32_t i = 0; i < 4000; ++i) {
+    std::vector<float> x(dim);
+    const float centre = static_cast<float>(i % 13);
+    for (uint32_t j = 0; j < dim; ++j) x[j] = centre * (j % 4 == 0 ? 1.0f : -0.3f) + normal(rng);
+    entries.Pod<uint32_t>(i % 2);
+    entries.Pod<float>(i < 2 ? 0.0f : 1e6f + static_cast<float>(i));
+    entries.Bytes(x.data(), dim * sizeof(float));
+    stored.push_back(std::move(x));
+  }
+  const uint32_t budgets[] = {0, 4000, 64, 4, 1};
+  std::vector<std::unique_ptr<Prada>> pradas;
+  for (uint32_t budget : budgets) {
+    pradas.push_back(
+        MakePrada({.dim = dim, .classes = 2, .max_stored = 4000, .max_checks = budget}));
+    ByteReader reader(entries.span(), "entries");
+    ASSERT_TRUE(pradas.back()->ReadEntries(reader, 4000).ok());
+  }
+  size_t over[std::size(budgets)] = {};
+  for (int q = 0; q < 300; ++q) {
+    const uint32_t cls = static_cast<uint32_t>(q % 2);
+    std::vector<float> x = stored[2 * static_cast<size_t>(rng() % 2000) + cls];
+    const int kind = q % 3;
+    for (float& v : x)
+      v = kind == 0   ? v + 0.05f * normal(rng)
+          : kind == 1 ? 0.7f * v + normal(rng)
+                      : 20 * normal(rng);
+    PradaObservation exact;
+    ASSERT_TRUE(pradas[0]->Observe(x, cls, &exact).ok());
+    for (size_t b = 1; b < std::size(budgets); ++b) {
+      PradaObservation bounded;
+      ASSERT_TRUE(pradas[b]->Observe(x, cls, &bounded).ok());
+      ASSERT_TRUE(bounded.has_distance);
+      EXPECT_GE(bounded.min_distance, exact.min_distance) << "budget " << budgets[b];
+      over[b] += bounded.min_distance > exact.min_distance;
+      if (budgets[b] >= 2000) {
+        EXPECT_EQ(bounded.min_distance, exact.min_distance) << q;
+      }
+      EXPECT_EQ(bounded.tested, exact.tested);  // tests run on the same schedule
+    }
+  }
+  EXPECT_EQ(over[1], 0u);
+  EXPECT_GT(over[4], 0u);  // one exact distance per query is not enough on this data
+  EXPECT_GE(over[4], over[3]);
+  // With a budget the index answers every query (no fall-back scans).
+  for (size_t b = 1; b < std::size(budgets); ++b) EXPECT_EQ(pradas[b]->indexed_searches(), 300u);
 }
 
 TEST(PradaTest, BenignTrafficDoesNotAlarmExtractionDoes) {
@@ -424,6 +484,13 @@ TEST(PradaTest, RestoreContinuesBitIdentically) {
   const PradaConfig configs[] = {
       {.dim = 12, .classes = 4, .window = 300, .test_every = 10},
       {.dim = 140, .classes = 2, .max_stored = 700, .window = 100, .test_every = 3},
+      // A bounded search: results depend only on what restore rebuilds.
+      {.dim = 140,
+       .classes = 2,
+       .max_stored = 700,
+       .window = 100,
+       .test_every = 3,
+       .max_checks = 3},
   };
   uint64_t seed = 40;
   for (const PradaConfig& config : configs) {
@@ -577,6 +644,15 @@ TEST(PradaTest, RestoreRejectsDamagedBytes) {
     ASSERT_TRUE(other->ReadEntries(reader, count).ok());
     ByteReader scalar_reader(scalars, "scalars");
     EXPECT_FALSE(other->ReadScalars(scalar_reader).ok());  // written under another config
+  }
+  {
+    PradaConfig bounded = config;
+    bounded.max_checks = 16;
+    std::unique_ptr<Prada> other = MakePrada(bounded);
+    ByteReader reader(entries, "entries");
+    ASSERT_TRUE(other->ReadEntries(reader, count).ok());
+    ByteReader scalar_reader(scalars, "scalars");
+    EXPECT_FALSE(other->ReadScalars(scalar_reader).ok());  // another search budget
   }
   {
     std::unique_ptr<Prada> fresh = MakePrada(config);  // no entries restored: count mismatch
