@@ -352,12 +352,15 @@ bool RunBounded(const std::string& name, uint32_t classes, uint64_t stored,
         "{\"case\":\"%s\",\"stored\":%llu,\"max_checks\":%u,\"queries\":%zu,"
         "\"median_us\":%.1f,\"p90_us\":%.1f,\"exact_fraction\":%.4f,\"mean_rel_over\":%.3g,"
         "\"w_max_abs_diff\":%.3g,\"alarm_same\":%s,\"benign_tests\":%zu,\"benign_alarms\":%zu,"
+        "\"benign_alarm_at\":%lld,\"benign_alarm_at_exact\":%lld,"
         "\"attack_alarm_at\":%lld,\"attack_alarm_at_exact\":%lld,"
         "\"attack_w_max_abs_diff\":%.3g,\"attack_median_us\":%.1f,\"load_s\":%.2f}\n",
         name.c_str(), static_cast<unsigned long long>(stored), max_checks, query_count, median, p90,
         compared ? static_cast<double>(equal) / compared : 1.0, compared ? over / compared : 0.0,
         MaxAbsDifference(benign_run.w, exact_benign.w), alarm_same ? "true" : "false",
-        benign_run.alarms.size(), benign_alarms, static_cast<long long>(attack_run.first_alarm),
+        benign_run.alarms.size(), benign_alarms, static_cast<long long>(benign_run.first_alarm),
+        static_cast<long long>(exact_benign.first_alarm),
+        static_cast<long long>(attack_run.first_alarm),
         static_cast<long long>(exact_attack.first_alarm),
         MaxAbsDifference(attack_run.w, exact_attack.w), Percentile(attack_run.micros, 0.5),
         benign_run.load_seconds);
@@ -415,7 +418,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> cases = {
       "fashion_10class", "fashion_one_class", "fashion_one_class_inserting",
       "noise_one_class", "bounded_10class",   "bounded_one_class"};
-  std::vector<uint32_t> max_checks_values = {0, 2048, 512, 128};
+  std::vector<uint32_t> max_checks_values = {0, 2048, 1024, 512, 256};
   app.add_option("--data", data, "directory with the gzipped Fashion-MNIST IDX files");
   app.add_option("--queries", query_count, "held-out queries timed per configuration (max 2000)");
   app.add_option("--sizes", sizes, "stored counts S (at most 100000)");

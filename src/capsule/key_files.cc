@@ -118,11 +118,13 @@ Status SplitKeyFile(std::string_view text, std::string_view magic, std::string_v
 
 }  // namespace
 
-Status WriteKeyPair(const std::string& directory, const std::string& stem,
-                    const SigningKeyPair& pair) {
-  if (pair.secret.size() != kSigningSecretBytes)
-    return InvalidArgument("Ed25519 secret key is {} bytes, expected {}", pair.secret.size(),
-                           kSigningSecretBytes);
+namespace {
+
+// Writes STEM.key (secret_magic + hex of `secret`, mode 0600) and STEM.pub (public_magic + hex of
+// `public_key`, 0644); refuses to overwrite either, and leaves no secret behind on failure.
+Status WriteKeyFiles(const std::string& directory, const std::string& stem,
+                     std::string_view secret_magic, std::span<const uint8_t> secret,
+                     std::string_view public_magic, std::span<const uint8_t> public_key) {
   const std::string secret_path = directory + "/" + stem + ".key";
   const std::string public_path = directory + "/" + stem + ".pub";
   // Both are checked first so that an existing public key is not left paired with a new secret.
@@ -131,22 +133,31 @@ Status WriteKeyPair(const std::string& directory, const std::string& stem,
     if (::lstat(path.c_str(), &st) == 0)
       return FailedPrecondition("refusing to overwrite '{}': it already exists", path);
   }
-
   // The secret's hex text is itself secret: it is built in sensitive memory.
-  SecretBytes text(kSecretKeyMagic.size() + 2 * kSigningSecretBytes + 1);
-  std::memcpy(text.data(), kSecretKeyMagic.data(), kSecretKeyMagic.size());
-  uint8_t* end = PutHexLine(pair.secret.span(), text.data() + kSecretKeyMagic.size());
+  SecretBytes text(secret_magic.size() + 2 * secret.size() + 1);
+  std::memcpy(text.data(), secret_magic.data(), secret_magic.size());
+  uint8_t* end = PutHexLine(secret, text.data() + secret_magic.size());
   assert(end == text.data() + text.size());
   (void)end;
   MLC_RETURN_IF_ERROR(CreateNewFile(secret_path, text.span(), 0600));
-
-  std::string public_text = std::string(kPublicKeyMagic) + ToHex(pair.public_key) + "\n";
+  std::string public_text = std::string(public_magic) + ToHex(public_key) + "\n";
   Status written = CreateNewFile(public_path, AsBytes(public_text), 0644);
   if (!written.ok()) {
     ::unlink(secret_path.c_str());
     return written;
   }
   return Status::Ok();
+}
+
+}  // namespace
+
+Status WriteKeyPair(const std::string& directory, const std::string& stem,
+                    const SigningKeyPair& pair) {
+  if (pair.secret.size() != kSigningSecretBytes)
+    return InvalidArgument("Ed25519 secret key is {} bytes, expected {}", pair.secret.size(),
+                           kSigningSecretBytes);
+  return WriteKeyFiles(directory, stem, kSecretKeyMagic, pair.secret.span(), kPublicKeyMagic,
+                       pair.public_key);
 }
 
 Result<SigningKeyPair> ReadSecretKeyFile(const std::string& path) {
@@ -174,26 +185,8 @@ Status WriteEscrowKeyPair(const std::string& directory, const std::string& stem,
   if (pair.secret.size() != kBoxSecretBytes)
     return InvalidArgument("X25519 secret key is {} bytes, expected {}", pair.secret.size(),
                            kBoxSecretBytes);
-  const std::string secret_path = directory + "/" + stem + ".key";
-  const std::string public_path = directory + "/" + stem + ".pub";
-  for (const std::string& path : {secret_path, public_path}) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0)
-      return FailedPrecondition("refusing to overwrite '{}': it already exists", path);
-  }
-  SecretBytes text(kEscrowSecretMagic.size() + 2 * kBoxSecretBytes + 1);
-  std::memcpy(text.data(), kEscrowSecretMagic.data(), kEscrowSecretMagic.size());
-  uint8_t* end = PutHexLine(pair.secret.span(), text.data() + kEscrowSecretMagic.size());
-  assert(end == text.data() + text.size());
-  (void)end;
-  MLC_RETURN_IF_ERROR(CreateNewFile(secret_path, text.span(), 0600));
-  std::string public_text = std::string(kEscrowPublicMagic) + ToHex(pair.public_key) + "\n";
-  Status written = CreateNewFile(public_path, AsBytes(public_text), 0644);
-  if (!written.ok()) {
-    ::unlink(secret_path.c_str());
-    return written;
-  }
-  return Status::Ok();
+  return WriteKeyFiles(directory, stem, kEscrowSecretMagic, pair.secret.span(), kEscrowPublicMagic,
+                       pair.public_key);
 }
 
 Result<BoxKeyPair> ReadEscrowSecretKeyFile(const std::string& path) {

@@ -461,7 +461,7 @@ Status ParsePrada(const Json& value, PradaPolicy* prada) {
   MLC_RETURN_IF_ERROR(
       CheckObject(value, path,
                   {"enabled", "delta", "action", "throttle_per_second", "throttle_per_day",
-                   "max_stored", "window", "test_every", "min_class_entries"}));
+                   "max_stored", "window", "test_every", "min_class_entries", "max_checks"}));
   uint64_t number = 0;
   if (auto it = value.find("enabled"); it != value.end())
     MLC_RETURN_IF_ERROR(ReadBool(*it, path + ".enabled", &prada->enabled));
@@ -491,6 +491,10 @@ Status ParsePrada(const Json& value, PradaPolicy* prada) {
   if (auto it = value.find("min_class_entries"); it != value.end()) {
     MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".min_class_entries", 2, 1000, &number));
     prada->min_class_entries = static_cast<uint32_t>(number);
+  }
+  if (auto it = value.find("max_checks"); it != value.end()) {
+    MLC_RETURN_IF_ERROR(ReadInteger(*it, path + ".max_checks", 0, 1'000'000, &number));
+    prada->max_checks = static_cast<uint32_t>(number);
   }
   return Status::Ok();
 }
@@ -807,6 +811,7 @@ std::string PolicyToJson(const Policy& policy) {
   p["window"] = prada.window;
   p["test_every"] = prada.test_every;
   p["min_class_entries"] = prada.min_class_entries;
+  p["max_checks"] = prada.max_checks;
   const WatermarkPolicy& watermark = policy.defenses.watermark;
   Ordered& w = document["defenses"]["watermark"];
   w["enabled"] = watermark.enabled;

@@ -63,6 +63,7 @@ struct PradaPolicy {
   uint32_t window = 5000;            // minimum distances tested: 20..5000
   uint32_t test_every = 10;          // queries between tests: 1..1000
   uint32_t min_class_entries = 10;   // a class joins the test with this many distances: 2..1000
+  uint32_t max_checks = 0;  // stored points a nearest-neighbour search reads: 0 (exact)..10^6
 };
 
 enum class EscrowMode {

@@ -78,6 +78,7 @@ void ExpectSamePolicy(const Policy& a, const Policy& b) {
   EXPECT_EQ(pa.window, pb.window);
   EXPECT_EQ(pa.test_every, pb.test_every);
   EXPECT_EQ(pa.min_class_entries, pb.min_class_entries);
+  EXPECT_EQ(pa.max_checks, pb.max_checks);
   const WatermarkPolicy &wa = a.defenses.watermark, &wb = b.defenses.watermark;
   EXPECT_EQ(wa.enabled, wb.enabled);
   EXPECT_EQ(wa.rate, wb.rate);
@@ -138,6 +139,7 @@ TEST(PolicyTest, MinimalPolicyTakesDefaults) {
   EXPECT_EQ(prada.window, 5000u);
   EXPECT_EQ(prada.test_every, 10u);
   EXPECT_EQ(prada.min_class_entries, 10u);
+  EXPECT_EQ(prada.max_checks, 0u);
   const WatermarkPolicy& watermark = policy->defenses.watermark;
   EXPECT_FALSE(watermark.enabled);
   EXPECT_EQ(watermark.rate, 0.01);
@@ -204,7 +206,7 @@ TEST(PolicyTest, CanonicalJsonIsExact) {
             R"("logits":false,"tensor":"","beta":0.4,"gamma":2.0,"sigma":0.05},)"
             R"("defenses":{"prada":{"enabled":false,"delta":0.9,"action":"log",)"
             R"("throttle_per_second":1,"throttle_per_day":1000,"max_stored":100000,)"
-            R"("window":5000,"test_every":10,"min_class_entries":10},)"
+            R"("window":5000,"test_every":10,"min_class_entries":10,"max_checks":0},)"
             R"("watermark":{"enabled":false,"rate":0.01,"escrow":"after_alarm","escrow_key":"",)"
             R"("max_escrow":64,"max_escrow_bytes":262144},)"
             R"("memguard":{"enabled":false,"budget":0.5,"steps":100}},)"
@@ -222,7 +224,7 @@ TEST(PolicyTest, FullPolicyRoundTrips) {
       "watermark": {"max_escrow_bytes": 65536, "max_escrow": 128, "escrow_key": ")" +
                      kEscrowKey + R"(",
                     "escrow": "always", "rate": 0.05, "enabled": true},
-      "prada": {"min_class_entries": 20, "test_every": 25, "window": 1000, "max_stored": 50000,
+      "prada": {"max_checks": 512, "min_class_entries": 20, "test_every": 25, "window": 1000, "max_stored": 50000,
                 "throttle_per_day": 500, "throttle_per_second": 2, "action": "throttle",
                 "delta": 0.95, "enabled": true}},
     "output": {"sigma": 0.125, "gamma": 7.5, "beta": 1.25,
@@ -274,6 +276,7 @@ TEST(PolicyTest, FullPolicyRoundTrips) {
   EXPECT_EQ(prada.window, 1000u);
   EXPECT_EQ(prada.test_every, 25u);
   EXPECT_EQ(prada.min_class_entries, 20u);
+  EXPECT_EQ(prada.max_checks, 512u);
   const WatermarkPolicy& watermark = policy->defenses.watermark;
   EXPECT_TRUE(watermark.enabled);
   EXPECT_EQ(watermark.rate, 0.05);
@@ -447,7 +450,7 @@ TEST(PolicyTest, UnknownFieldsNameTheirFullPath) {
   EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/prada/zz", 1)),
             "defenses.prada.zz: unknown field (known: enabled, delta, action, "
             "throttle_per_second, throttle_per_day, max_stored, window, test_every, "
-            "min_class_entries)");
+            "min_class_entries, max_checks)");
   EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/watermark/zz", 1)),
             "defenses.watermark.zz: unknown field (known: enabled, rate, escrow, escrow_key, "
             "max_escrow, max_escrow_bytes)");
@@ -461,7 +464,7 @@ TEST(PolicyTest, UnknownFieldsNameTheirFullPath) {
   EXPECT_EQ(ErrorOf(With(Minimal(), "/defenses/prada/per_second", 1)),
             "defenses.prada.per_second: unknown field (known: enabled, delta, action, "
             "throttle_per_second, throttle_per_day, max_stored, window, test_every, "
-            "min_class_entries)");
+            "min_class_entries, max_checks)");
   EXPECT_EQ(ErrorOf(With(Minimal(), "/prada", Json::object())),
             "prada: unknown field (known: version, description, tee, lease, output, defenses, "
             "rate_limit)");
@@ -557,6 +560,7 @@ const IntegerField kIntegerFields[] = {
     {"/defenses/prada/window", "defenses.prada.window", 20, 5000},
     {"/defenses/prada/test_every", "defenses.prada.test_every", 1, 1000},
     {"/defenses/prada/min_class_entries", "defenses.prada.min_class_entries", 2, 1000},
+    {"/defenses/prada/max_checks", "defenses.prada.max_checks", 0, 1000000},
     {"/defenses/watermark/max_escrow", "defenses.watermark.max_escrow", 1, 4096},
     {"/defenses/watermark/max_escrow_bytes", "defenses.watermark.max_escrow_bytes", 4096, 524288},
     {"/defenses/memguard/steps", "defenses.memguard.steps", 1, 10000},
@@ -1038,7 +1042,7 @@ TEST(PolicyTest, DeepNestingIsRejected) {
   EXPECT_EQ(
       ErrorOf(R"({"version":1,"tee":{"accept":["sgx"]},"defenses":{"prada":{"x":)" + five + "}}}"),
       "defenses.prada.x: unknown field (known: enabled, delta, action, throttle_per_second, "
-      "throttle_per_day, max_stored, window, test_every, min_class_entries)");
+      "throttle_per_day, max_stored, window, test_every, min_class_entries, max_checks)");
   EXPECT_EQ(
       ErrorOf(R"({"version":1,"tee":{"accept":["sgx"]},"defenses":{"prada":{"x":)" + six + "}}}"),
       "defenses.prada.x[][][][][]: JSON nested deeper than 8 levels");

@@ -610,8 +610,6 @@ struct Prada::Index {
     size_t scanned = 0, verified = 0;  // points whose blocks were read, exact distances computed
     size_t give_up_at = 0;             // pending + verified beyond this: the index is not pruning
     bool gave_up = false;
-    size_t max_checks = std::numeric_limits<size_t>::max();  // the budget of exact distances
-    bool out_of_checks = false;                              // verified reached max_checks
   };
   std::vector<Candidate> pending;  // a min-heap (std::greater)
 
@@ -626,7 +624,6 @@ struct Prada::Index {
       state.best = distance;
       state.threshold = Threshold(distance, state.eta);
     }
-    if (state.verified >= state.max_checks) state.out_of_checks = true;
   }
 
   void ScanLeaf(const Tree& tree, const Leaf& leaf, SearchState& state) {
@@ -666,7 +663,7 @@ struct Prada::Index {
 
   void Visit(const Tree& tree, int32_t node, float cell_bound, SearchState& state) {
     const Node& n = tree.nodes[node];
-    if (state.gave_up || state.out_of_checks) return;
+    if (state.gave_up) return;
     if (n.leaf >= 0) {
       ScanLeaf(tree, tree.leaves[n.leaf], state);
       return;
@@ -683,34 +680,75 @@ struct Prada::Index {
     }
   }
 
+  // The bounded search's traversal: best bin first (Arya and Mount; FLANN's `checks`). Subtrees
+  // wait in a heap by their cell bound, each pop descends to a leaf pushing the far children it
+  // passes, and the search stops once the leaves read hold max_checks points or more, or no cell
+  // can beat the best distance so far.
+  struct Branch {
+    float bound;
+    int32_t node;
+    std::array<float, kSplitDims> offsets;
+    bool operator>(const Branch& other) const {
+      return bound > other.bound || (bound == other.bound && node > other.node);
+    }
+  };
+  std::vector<Branch> branches;  // a min-heap (std::greater)
+
+  void VisitBestFirst(const Tree& tree, size_t max_checks, SearchState& state) {
+    branches.clear();
+    branches.push_back({0.0f, 0, {}});
+    while (!branches.empty() && state.scanned < max_checks) {
+      std::pop_heap(branches.begin(), branches.end(), std::greater<>());
+      Branch branch = branches.back();
+      branches.pop_back();
+      if (branch.bound > state.threshold) break;  // every other waiting cell is as far
+      int32_t node = branch.node;
+      while (tree.nodes[node].leaf < 0) {
+        const Node& n = tree.nodes[node];
+        const float diff = state.query->coords[n.dim] - n.split;
+        const int near = diff < 0 ? 0 : 1;
+        const float old = branch.offsets[n.dim];
+        const float far_bound = branch.bound - old * old + diff * diff;
+        if (far_bound <= state.threshold) {
+          branches.push_back({far_bound, n.child[1 - near], branch.offsets});
+          branches.back().offsets[n.dim] = diff;
+          std::push_heap(branches.begin(), branches.end(), std::greater<>());
+        }
+        node = n.child[near];
+      }
+      ScanLeaf(tree, tree.leaves[tree.nodes[node].leaf], state);
+    }
+  }
+
   // The minimum squared distance from x to the class's `members` (its tree must exist). When
   // the bounds do not prune (distances that concentrate, as in high-dimensional noise), the
   // search gives up once a quarter of the class awaits or has had an exact distance, and scans
   // the class instead; `cost` gets the work done relative to a plain scan.
-  // With a budget (max_checks > 0) the search stops once it has verified max_checks candidates
-  // and returns the smallest of those: an upper bound of the minimum. It never gives up for a
-  // scan (that would cost more than the budget allows); the traversal then stops at the budget.
+  // With a budget (max_checks > 0) the traversal is best bin first and stops at the first leaf
+  // that takes the points scanned to max_checks or more; the pending candidates are then
+  // verified as usual, so the result is the exact minimum over the points of the leaves read: an
+  // upper bound of the class's minimum. It never gives up for a scan (that costs more).
   float Search(uint32_t cls, const float* x, const Projected& query, const Prada* owner,
                std::span<const uint32_t> members, uint32_t max_checks, double* cost) {
     const Tree& tree = *trees[cls];
     SearchState state{x, &query, owner,
                       RoundUp(static_cast<double>(query.eta) + eta_rel * tree.max_norm)};
     state.give_up_at = members.size() / 4;
-    if (max_checks > 0) {
-      state.max_checks = max_checks;
-      state.give_up_at = std::numeric_limits<size_t>::max();
-    }
-    offsets.assign(split_dims, 0.0f);
     pending.clear();
-    Visit(tree, 0, 0.0f, state);
+    if (max_checks > 0) {
+      state.give_up_at = std::numeric_limits<size_t>::max();
+      VisitBestFirst(tree, max_checks, state);
+    } else {
+      offsets.assign(split_dims, 0.0f);
+      Visit(tree, 0, 0.0f, state);
+    }
     if (state.gave_up) {
       for (uint32_t id : members)
         state.best = std::min(state.best, SquaredDistance(x, owner->Vector(id), dim));
       *cost = 1.5;
       return state.best;
     }
-    while (!pending.empty() && !state.out_of_checks && pending.front().bound <= state.threshold)
-      Verify(state);
+    while (!pending.empty() && pending.front().bound <= state.threshold) Verify(state);
     // Reading a point's blocks costs about a fifth of an exact distance (k + 2 of dim floats,
     // for the 784-dimensional data this was tuned on).
     *cost = (static_cast<double>(state.verified) + 0.2 * static_cast<double>(state.scanned)) /

@@ -279,7 +279,7 @@ TEST(PradaTest, BoundedSearchIsAnUpperBoundAndExactWithinBudget) {
     entries.Bytes(x.data(), dim * sizeof(float));
     stored.push_back(std::move(x));
   }
-  const uint32_t budgets[] = {0, 4000, 64, 4, 1};
+  const uint32_t budgets[] = {0, 4000, 256, 32, 1};
   std::vector<std::unique_ptr<Prada>> pradas;
   for (uint32_t budget : budgets) {
     pradas.push_back(

@@ -101,6 +101,7 @@ Result<std::unique_ptr<Defenses>> Defenses::Create(const capsule::Policy& policy
     config.window = p.prada.window;
     config.test_every = p.prada.test_every;
     config.min_class_entries = p.prada.min_class_entries;
+    config.max_checks = p.prada.max_checks;
     d->prada_config_ = config;
     MLC_ASSIGN_OR_RETURN(d->prada_, defense::Prada::Create(config));
   }
