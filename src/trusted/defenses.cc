@@ -244,7 +244,7 @@ Status Defenses::Apply(std::span<const engine::TensorView> inputs, engine::Tenso
                            seen.w, prada_policy.delta, prada_->observed(), prada_->stored(),
                            capsule::AlarmActionName(prada_policy.action))});
           if (prada_policy.action == capsule::AlarmAction::kBlock) blocked_ = true;
-          for (Held& held : pending_) Escrow(std::move(held));
+          for (Held& held : pending_) Escrow(std::move(held), at);
           pending_.clear();
         }
       }
@@ -271,7 +271,7 @@ Status Defenses::Apply(std::span<const engine::TensorView> inputs, engine::Tenso
           const bool release = mark.escrow == capsule::EscrowMode::kAlways ||
                                (prada_ != nullptr && prada_->alarmed());
           if (release) {
-            Escrow(std::move(held));
+            Escrow(std::move(held), at);
           } else {
             pending_.push_back(std::move(held));
             // Held inside only: keep the most recent within the same bounds as the escrow.
@@ -296,7 +296,10 @@ uint64_t Defenses::HeldBytes(const std::vector<Held>& list) const {
   return total;
 }
 
-void Defenses::Escrow(Held held) {
+void Defenses::Escrow(Held held, uint64_t released_at) {
+  // Acknowledged by the first lease that continues from a report made after the release (a held
+  // record of an early query released by a later alarm must still reach a report).
+  held.at_count = released_at;
   const capsule::WatermarkPolicy& mark = policy_.defenses.watermark;
   if (escrow_.size() >= std::min<size_t>(mark.max_escrow, kMaxHeld) ||
       HeldBytes(escrow_) + held.record.size() > mark.max_escrow_bytes) {

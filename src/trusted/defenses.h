@@ -91,13 +91,13 @@ class Defenses {
 
  private:
   struct Held {
-    uint64_t at_count = 0;
+    uint64_t at_count = 0;        // the query count when it was made (pending) or released (escrow)
     std::vector<uint8_t> record;  // sealed to the provider's escrow key
   };
 
   Status AdmitRate(int64_t now, uint64_t batch, uint64_t at_count,
                    std::vector<capsule::Alert>* alerts);
-  void Escrow(Held held);
+  void Escrow(Held held, uint64_t released_at);
   uint64_t HeldBytes(const std::vector<Held>& list) const;
 
   static constexpr uint64_t kMaxSealedDefenseBytes = 1 << 20;

@@ -373,6 +373,36 @@ TEST_F(DefensesTest, EscrowAfterAlarmKeepsInputsInsideUntilPradaAlarms) {
     EXPECT_TRUE(defense::OpenEscrowRecord(escrow, sealed).ok());
 }
 
+TEST_F(DefensesTest, RecordsReleasedByAnAlarmSurviveALeaseFromAnEarlierReport) {
+  capsule::BoxKeyPair escrow = capsule::GenerateBoxKeyPair();
+  Make(Policy(R"("defenses":{"prada":{"enabled":true},"watermark":{"enabled":true,)"
+              R"("rate":0.5,"escrow":"after_alarm","escrow_key":")" +
+              capsule::ToHex(escrow.public_key) + R"("}})"));
+  Start();
+  std::mt19937 rng(10);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Infer(RandomRow(rng)).ok());
+  // A renewal request carrying the report at query 20 (nothing escrowed yet) ...
+  Reply reply;
+  std::vector<uint8_t> evidence(33, 0);
+  evidence[32] = 1;
+  ASSERT_TRUE(Do(Call::kEvidence, evidence, &reply).ok());
+  auto lease = provider_->Lease(reply.output, 100000, 30 * 86400, platform_.Now().unix_seconds);
+  ASSERT_TRUE(lease.ok()) << lease.status().ToString();
+  // ... then an alarm releases the records of queries 1..20 held inside, and only then does the
+  // renewed lease (continuing from query 20) arrive.
+  ASSERT_TRUE(FeedExtractionLikeStream(400, rng).ok());
+  ASSERT_TRUE(Do(Call::kInstallLease, *lease, &reply).ok());
+  capsule::UsageReport r = Report();
+  ASSERT_EQ(r.defenses.prada_alarmed, 1);
+  bool early = false;
+  for (const std::vector<uint8_t>& sealed : r.escrow) {
+    auto record = defense::OpenEscrowRecord(escrow, sealed);
+    ASSERT_TRUE(record.ok());
+    early |= record->query_count <= 20;
+  }
+  EXPECT_TRUE(early) << "records of queries before the acknowledged report must still be reported";
+}
+
 TEST(SealedUpdateTest, MalformedUpdatesAreErrors) {
   EXPECT_FALSE(SplitSealedUpdate({}).ok());
   ByteWriter w;
