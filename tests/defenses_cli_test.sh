@@ -5,7 +5,8 @@
 # small seed set looks like) makes PRADA alarm and block; the usage report carries the alarm, the
 # defense counters and the escrowed watermarked inputs; the core stays blocked after a restart;
 # PRADA's journal is stored beside the sealed state; `watermark verify` reads the escrow and
-# refuses to call the victim's own model a thief; inputs PRADA cannot analyse are refused uncounted.
+# refuses to call the victim's own model a thief; inputs PRADA cannot analyse are refused uncounted;
+# a MemGuard capsule (its classifier packed with the model) answers distributions with the label kept.
 set -uo pipefail
 BIN="$(realpath "$1")"; ZOO="$2"
 ONNX="$ZOO/lenet/model.onnx"
@@ -81,4 +82,36 @@ expect_exit 1 "$BIN" watermark verify --escrow-key "$T/keys/escrow.key" --model 
 # Another key opens nothing.
 expect_exit 0 "$BIN" keygen --escrow --out "$T/other"
 expect_exit 1 "$BIN" watermark verify --escrow-key "$T/other/escrow.key" --model "$ONNX" "$T/r1.bin"
+# MemGuard: the defender's classifier ships in the capsule; answers stay probability vectors with
+# the model's own top-1 label. (The classifier's weights are untrained: this checks the path.)
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+/usr/bin/python3 "$SRC/tools/export_membership_classifier.py" --classes 10 --out "$T/member.onnx" >/dev/null 2>&1 ||
+  fail "could not export the membership classifier"
+cat > "$T/memguard.json" <<'JSON'
+{"version":1,"tee":{"accept":["software"]},"output":{"mode":"probabilities","logits":true},
+ "defenses":{"memguard":{"enabled":true,"budget":2}}}
+JSON
+expect_exit 1 "$BIN" pack "$ONNX" --key "$T/keys/provider.key" --policy "$T/memguard.json" --out "$T/g.capsule"
+grep -q "memguard-classifier" "$T/err" || fail "pack must ask for --memguard-classifier"
+expect_exit 0 "$BIN" pack "$ONNX" --key "$T/keys/provider.key" --policy "$T/memguard.json" --out "$T/g.capsule" \
+  --memguard-classifier "$T/member.onnx"
+G="$T/gstate"
+expect_exit 0 "$BIN" lease request "$T/g.capsule" --state "$G" --out "$T/greq"
+expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/g.capsule" --request "$T/greq" \
+  --license-id L2 --queries 100 --days 30 --out "$T/glease"
+expect_exit 0 "$BIN" lease install "$T/g.capsule" --state "$G" "$T/glease"
+for set in 0 1; do
+  expect_exit 0 "$BIN" run "$T/g.capsule" --state "$G" -i "$ZOO/lenet/test_data_set_$set/input_0.pb" -o "$T/g$set.npy"
+  expect_exit 0 "$BIN" infer "$ONNX" -i "$ZOO/lenet/test_data_set_$set/input_0.pb" -o "$T/p$set.npy"
+  /usr/bin/python3 - "$T/g$set.npy" "$T/p$set.npy" <<'PY' || fail "MemGuard answer $set: not a distribution or the label changed"
+import sys, numpy as np
+g, p = np.load(sys.argv[1]), np.load(sys.argv[2])
+assert g.shape == p.shape, (g.shape, p.shape)
+assert (g >= 0).all() and np.allclose(g.sum(axis=-1), 1, atol=1e-5), g
+assert (g.argmax(axis=-1) == p.argmax(axis=-1)).all(), (g, p)
+PY
+done
+expect_exit 0 "$BIN" usage "$T/g.capsule" --state "$G" --out "$T/g.report"
+rows=$(/usr/bin/python3 -c "import sys, numpy as np; print(sum(np.load(f).shape[0] for f in sys.argv[1:]))" "$T/g0.npy" "$T/g1.npy")
+[[ $(json "$T/out" 'd["to_count"]') == "$rows" ]] || fail "the MemGuard capsule should have counted $rows rows"
 echo "defenses end to end: PASS ($records escrowed records)"

@@ -447,7 +447,7 @@ Status Core::ActivateLease(capsule::Lease lease, SecretBytes capsule_key) {
     // allocation goes to the plan.
     MLC_RETURN_IF_ERROR(defenses_->Attach(
         payload.span().subspan(layout.watermark_key_offset, capsule::kWatermarkKeyBytes),
-        payload.span().subspan(layout.membership_offset, layout.membership_bytes), threads_));
+        payload.span().subspan(layout.membership_offset, layout.membership_bytes)));
     // The plan keeps its weights where they were decrypted (sensitive memory, no second copy:
     // in the software TEE every fresh memfd_secret page costs a TLB shootdown).
     size_t allocation_bytes = 0;

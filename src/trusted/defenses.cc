@@ -31,10 +31,10 @@ int ArgMax(const float* row, int classes) {
   return best < 0 ? 0 : best;
 }
 
-uint64_t ByteSize(const capsule::IoTensor& io, bool skip_batch) {
+// Elements of one row: the product of the dimensions after the batch dimension.
+uint64_t RowElements(const capsule::IoTensor& io) {
   uint64_t n = 1;
-  for (size_t i = skip_batch ? 1 : 0; i < io.dims.size(); ++i)
-    n *= static_cast<uint64_t>(io.dims[i].value);
+  for (size_t i = 1; i < io.dims.size(); ++i) n *= static_cast<uint64_t>(io.dims[i].value);
   return n;
 }
 
@@ -83,7 +83,7 @@ Result<std::unique_ptr<Defenses>> Defenses::Create(const capsule::Policy& policy
     if (first.dtype != static_cast<uint8_t>(engine::DType::kFloat32))
       return InvalidArgument("defenses.prada: needs a float32 first input; '{}' is not",
                              first.name);
-    const uint64_t elements = ByteSize(first, true);
+    const uint64_t elements = RowElements(first);
     if (elements < 1 || elements > (uint64_t{1} << 24))
       return InvalidArgument("defenses.prada: input '{}' has {} elements per query, outside 1..{}",
                              first.name, elements, uint64_t{1} << 24);
@@ -113,7 +113,7 @@ Result<std::unique_ptr<Defenses>> Defenses::Create(const capsule::Policy& policy
 }
 
 Status Defenses::Attach(std::span<const uint8_t> watermark_key,
-                        std::span<const uint8_t> membership_plan, int threads) {
+                        std::span<const uint8_t> membership_plan) {
   watermark_key_ = capsule::SecretBytes(watermark_key.data(), watermark_key.size());
   if (policy_.defenses.memguard.enabled) {
     if (membership_plan.empty())
@@ -128,8 +128,7 @@ Status Defenses::Attach(std::span<const uint8_t> watermark_key,
     MLC_ASSIGN_OR_RETURN(engine::Plan plan, engine::ParsePlan(engine::AlignedBuffer::AdoptSensitive(
                                                 base, allocation_bytes, 0, size)));
     engine::SessionOptions options;
-    options.threads = 1;
-    (void)threads;
+    options.threads = 1;  // a tiny MLP: one thread, no pool to wake per step
     MLC_ASSIGN_OR_RETURN(membership_, engine::Session::Create(std::move(plan), options));
     MLC_ASSIGN_OR_RETURN(defense::MembershipClassifier classifier,
                          defense::ClassifierFromSession(membership_.get(), classes_));

@@ -55,8 +55,7 @@ class Defenses {
 
   // After the payload is decrypted: the watermark key and MemGuard's classifier (the membership
   // plan; required when the policy enables MemGuard).
-  Status Attach(std::span<const uint8_t> watermark_key, std::span<const uint8_t> membership_plan,
-                int threads);
+  Status Attach(std::span<const uint8_t> watermark_key, std::span<const uint8_t> membership_plan);
   bool attached() const { return attached_; }
 
   // Before a query is counted. Refusals (blocked, over a rate) change only refusal counters.
