@@ -9,7 +9,10 @@
 # a MemGuard capsule (its classifier packed with the model) answers distributions with the label kept.
 set -uo pipefail
 BIN="$(realpath "$1")"; ZOO="$2"
-ONNX="$ZOO/lenet/model.onnx"
+# The zoo fixture writes lenet_opset13/ (tools/export_zoo.py --out build/zoo); a hand export may be
+# lenet/.
+LENET="$ZOO/lenet_opset13"; [[ -d "$LENET" ]] || LENET="$ZOO/lenet"
+ONNX="$LENET/model.onnx"
 if [[ ! -f "$ONNX" ]]; then echo "SKIP: $ONNX is absent (the zoo fixture did not run)"; exit 77; fi
 if [[ ! -x "$(dirname "$BIN")/mlcapsule-core" ]]; then echo "SKIP: mlcapsule-core is not built"; exit 77; fi
 T="$(mktemp -d)"; trap 'rm -rf "$T"' EXIT
@@ -45,7 +48,7 @@ expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.ca
 expect_exit 0 "$BIN" lease install "$T/m.capsule" --state "$S" "$T/lease"
 
 # A benign query is answered; before any alarm no input leaves the client.
-expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$ZOO/lenet/test_data_set_0/input_0.pb"
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$LENET/test_data_set_0/input_0.pb"
 expect_exit 0 "$BIN" usage "$T/m.capsule" --state "$S" --out "$T/r0.bin"
 [[ $(json "$T/out" 'd["escrow_records"]') == 0 ]] || fail "nothing may be escrowed before an alarm"
 [[ $(json "$T/out" 'd["defenses"]["prada_observed"]') == 1 ]] || fail "PRADA should have seen 1 query"
@@ -72,7 +75,7 @@ records=$(json "$T/out" 'd["escrow_records"]')
 [[ $records -ge 1 ]] || fail "after the alarm the watermarked inputs are escrowed"
 
 # Still blocked after a restart from the sealed state.
-expect_exit 1 "$BIN" run "$T/m.capsule" --state "$S" -i "$ZOO/lenet/test_data_set_0/input_0.pb"
+expect_exit 1 "$BIN" run "$T/m.capsule" --state "$S" -i "$LENET/test_data_set_0/input_0.pb"
 grep -q "blocked" "$T/err" || fail "the block must survive a restart"
 
 # The provider opens the escrow; the victim's own model does not reproduce the watermark labels.
@@ -101,8 +104,8 @@ expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/g.ca
   --license-id L2 --queries 100 --days 30 --out "$T/glease"
 expect_exit 0 "$BIN" lease install "$T/g.capsule" --state "$G" "$T/glease"
 for set in 0 1; do
-  expect_exit 0 "$BIN" run "$T/g.capsule" --state "$G" -i "$ZOO/lenet/test_data_set_$set/input_0.pb" -o "$T/g$set.npy"
-  expect_exit 0 "$BIN" infer "$ONNX" -i "$ZOO/lenet/test_data_set_$set/input_0.pb" -o "$T/p$set.npy"
+  expect_exit 0 "$BIN" run "$T/g.capsule" --state "$G" -i "$LENET/test_data_set_$set/input_0.pb" -o "$T/g$set.npy"
+  expect_exit 0 "$BIN" infer "$ONNX" -i "$LENET/test_data_set_$set/input_0.pb" -o "$T/p$set.npy"
   /usr/bin/python3 - "$T/g$set.npy" "$T/p$set.npy" <<'PY' || fail "MemGuard answer $set: not a distribution or the label changed"
 import sys, numpy as np
 g, p = np.load(sys.argv[1]), np.load(sys.argv[2])
