@@ -21,6 +21,16 @@ constexpr size_t kMaxHeld = 4096;
 // PRADA's accepted input range (defense/prada.h): larger magnitudes could overflow distances.
 constexpr float kMaxPradaMagnitude = 16777216.0f;
 
+// The associated data of a journal record: "MLCJRNL1" capsule_id first_entry entry_count.
+ByteWriter JournalAd(const capsule::CapsuleId& capsule_id, uint64_t first, uint32_t count) {
+  ByteWriter ad;
+  ad.Bytes(kJournalDomain, sizeof(kJournalDomain));
+  ad.Bytes(capsule_id);
+  ad.Pod<uint64_t>(first);
+  ad.Pod<uint32_t>(count);
+  return ad;
+}
+
 // Index of the highest score, NaN lowest, ties to the lower index (as the output policy ranks).
 int ArgMax(const float* row, int classes) {
   int best = -1;
@@ -45,7 +55,6 @@ Result<std::unique_ptr<Defenses>> Defenses::Create(const capsule::Policy& policy
                                                    int selected_output, Platform* platform) {
   auto d = std::unique_ptr<Defenses>(new Defenses());
   d->policy_ = policy;
-  d->platform_ = platform;
   d->capsule_id_ = header.capsule_id;
   const capsule::DefensePolicy& p = policy.defenses;
   const capsule::IoTensor& scores = header.outputs[static_cast<size_t>(selected_output)];
@@ -395,11 +404,7 @@ Status Defenses::MakeJournalAppend(const capsule::CapsuleId& capsule_id,
   const uint64_t count = prada_->stored() - first;
   ByteWriter plain;
   prada_->WriteEntries(first, &plain);
-  ByteWriter ad;
-  ad.Bytes(kJournalDomain, sizeof(kJournalDomain));
-  ad.Bytes(capsule_id);
-  ad.Pod<uint64_t>(first);
-  ad.Pod<uint32_t>(static_cast<uint32_t>(count));
+  const ByteWriter ad = JournalAd(capsule_id, first, static_cast<uint32_t>(count));
   std::vector<uint8_t> sealed = capsule::AeadEncrypt(sealing_key, plain.span(), ad.span());
   WipeMemory(plain.out().data(), plain.out().size());
   ByteWriter record;
@@ -440,11 +445,7 @@ void Defenses::RestoreJournal(std::span<const uint8_t> journal,
                         entries);
       digest = capsule::Hash(
           {digest, journal.subspan(start, kJournalRecordHeader + static_cast<size_t>(length))});
-      ByteWriter ad;
-      ad.Bytes(kJournalDomain, sizeof(kJournalDomain));
-      ad.Bytes(capsule_id);
-      ad.Pod<uint64_t>(first);
-      ad.Pod<uint32_t>(count);
+      const ByteWriter ad = JournalAd(capsule_id, first, count);
       MLC_ASSIGN_OR_RETURN(capsule::SecretBytes plain,
                            capsule::AeadDecrypt(sealing_key, sealed, ad.span(), "journal record"));
       ByteReader entries_reader(plain.span(), "journal record");

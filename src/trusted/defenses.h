@@ -56,7 +56,6 @@ class Defenses {
   // After the payload is decrypted: the watermark key and MemGuard's classifier (the membership
   // plan; required when the policy enables MemGuard).
   Status Attach(std::span<const uint8_t> watermark_key, std::span<const uint8_t> membership_plan);
-  bool attached() const { return attached_; }
 
   // Before a query is counted. Refusals (blocked, over a rate) change only refusal counters.
   Status Admit(std::span<const engine::TensorView> inputs, int64_t batch, int64_t now,
@@ -102,7 +101,6 @@ class Defenses {
   static constexpr uint64_t kMaxSealedDefenseBytes = 1 << 20;
 
   capsule::Policy policy_;
-  Platform* platform_ = nullptr;
   capsule::CapsuleId capsule_id_{};
   defense::PradaConfig prada_config_;
   std::vector<uint8_t> prada_scalars_;  // read with the state, applied after the journal
