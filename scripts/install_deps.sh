@@ -11,6 +11,7 @@ PACKAGES=(
   libsodium-dev libseccomp-dev libcpp-httplib-dev libssl-dev libsqlite3-dev
   libpqxx-dev postgresql-15 openssl curl ca-certificates
   python3-torch python3-torchvision python3-onnx python3-numpy dataset-fashion-mnist
+  libtorch-dev libcairo2-dev zlib1g-dev fonts-dejavu-core
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

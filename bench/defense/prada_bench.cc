@@ -3,12 +3,12 @@
 //
 //   build/mlcapsule-prada-bench [--data /usr/share/datasets/fashion-mnist] [--queries 2000]
 //
-// Data: Fashion-MNIST (Debian package dataset-fashion-mnist: gzipped IDX, read through
-// `gzip -dc`), pixels scaled to [0, 1], dimension 784. The 70,000 images are train then test;
-// the last 2,000 (test images 8,000..9,999) are the held-out queries, never stored. The pool of
-// storable vectors is the other 68,000 images plus, to reach 10^5 distinct vectors, images
-// 0..31,999 shifted right by one pixel (left column zero); the pool is shuffled with a fixed seed
-// and a configuration with S stored vectors uses its first S.
+// Data: Fashion-MNIST (Debian package dataset-fashion-mnist: gzipped IDX, read by
+// lab::LoadFashionMnist, src/lab/data.h), pixels scaled to [0, 1], dimension 784. The 70,000
+// images are train then test; the last 2,000 (test images 8,000..9,999) are the held-out queries,
+// never stored. The pool of storable vectors is the other 68,000 images plus, to reach 10^5
+// distinct vectors, images 0..31,999 shifted right by one pixel (left column zero); the pool is
+// shuffled with a fixed seed and a configuration with S stored vectors uses its first S.
 //
 // Each configuration restores S entries through the public ReadEntries (distance 0 for a class's
 // first entry, 1.0 after, which the storage rule accepts; T_c ends just below 1), then times
@@ -47,11 +47,13 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/bytes.h"
 #include "defense/prada.h"
 #include "defense/shapiro_wilk.h"
+#include "lab/data.h"
 
 namespace {
 
@@ -64,40 +66,6 @@ using mlcapsule::defense::PradaSquaredDistance;
 using Clock = std::chrono::steady_clock;
 
 constexpr uint32_t kDim = 784;
-
-bool ReadGzip(const std::string& path, std::vector<uint8_t>* out) {
-  const std::string command = "gzip -dc '" + path + "'";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return false;
-  out->clear();
-  uint8_t buffer[1 << 16];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0)
-    out->insert(out->end(), buffer, buffer + n);
-  return pclose(pipe) == 0 && !out->empty();
-}
-
-uint32_t BigEndian32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-}
-
-// Appends the images (scaled to [0, 1]) and labels of one IDX pair.
-bool LoadIdx(const std::string& images_path, const std::string& labels_path,
-             std::vector<float>* images, std::vector<uint8_t>* labels) {
-  std::vector<uint8_t> raw, raw_labels;
-  if (!ReadGzip(images_path, &raw) || !ReadGzip(labels_path, &raw_labels)) return false;
-  if (raw.size() < 16 || BigEndian32(raw.data()) != 0x803 || raw_labels.size() < 8 ||
-      BigEndian32(raw_labels.data()) != 0x801)
-    return false;
-  const uint32_t count = BigEndian32(raw.data() + 4);
-  if (BigEndian32(raw.data() + 8) * BigEndian32(raw.data() + 12) != kDim ||
-      raw.size() != 16 + size_t{count} * kDim || BigEndian32(raw_labels.data() + 4) != count ||
-      raw_labels.size() != 8 + size_t{count})
-    return false;
-  for (size_t i = 0; i < size_t{count} * kDim; ++i) images->push_back(raw[16 + i] / 255.0f);
-  labels->insert(labels->end(), raw_labels.begin() + 8, raw_labels.end());
-  return true;
-}
 
 struct Config {
   std::string name;
@@ -475,18 +443,20 @@ int main(int argc, char** argv) {
       return 2;
     }
 
+  // Train then test, as one array of 70,000 images (the loader checked both counts and that every
+  // label is below 10).
   std::vector<float> images;
   std::vector<uint8_t> labels;
-  if (!LoadIdx(data + "/train-images-idx3-ubyte.gz", data + "/train-labels-idx1-ubyte.gz", &images,
-               &labels) ||
-      !LoadIdx(data + "/t10k-images-idx3-ubyte.gz", data + "/t10k-labels-idx1-ubyte.gz", &images,
-               &labels) ||
-      labels.size() != 70000) {
-    std::fprintf(stderr,
-                 "cannot read Fashion-MNIST from %s (Debian: apt-get install "
-                 "dataset-fashion-mnist)\n",
-                 data.c_str());
-    return 1;
+  {
+    auto fashion = mlcapsule::lab::LoadFashionMnist(data);
+    if (!fashion.ok()) {
+      std::fprintf(stderr, "cannot read Fashion-MNIST: %s\n", fashion.status().ToString().c_str());
+      return 1;
+    }
+    images = std::move(fashion->train.pixels);
+    images.insert(images.end(), fashion->test.pixels.begin(), fashion->test.pixels.end());
+    for (const auto* set : {&fashion->train, &fashion->test})
+      for (int32_t label : set->labels) labels.push_back(static_cast<uint8_t>(label));
   }
   constexpr size_t kOriginals = 68000, kShifted = 32000;
   std::vector<float> queries(images.begin() + kOriginals * kDim,

@@ -69,6 +69,9 @@ Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
                        const std::string& name);
 
 void AddConformanceCommand(CLI::App& app);
+void AddLabCommand(CLI::App& app);
+// `mlcapsule lab ...` runs mlcapsule-lab from beside this executable (returns only on failure).
+int RunLabCommand(int argc, char** argv);
 void AddBenchCommand(CLI::App& app);
 void AddModelCommands(CLI::App& app);  // compile, infer
 // keygen, pack, inspect, verify, lease {request,issue,install,status}, usage, run

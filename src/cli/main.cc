@@ -1,10 +1,13 @@
 // The single `mlcapsule` command. Each subcommand lives in its own cmd_*.cc file.
 #include <cstdio>
+#include <string_view>
 
 #include "cli/cli_common.h"
 #include "engine/plan.h"
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "lab")
+    return mlcapsule::cli::RunLabCommand(argc, argv);
   CLI::App app{
       "MLCapsule: guarded offline deployment of machine learning as a service.\n"
       "Providers compile, encrypt and sign models into capsules and license them; clients run\n"
@@ -25,6 +28,7 @@ int main(int argc, char** argv) {
   mlcapsule::cli::AddWatermarkCommand(app);
   mlcapsule::cli::AddConformanceCommand(app);
   mlcapsule::cli::AddBenchCommand(app);
+  mlcapsule::cli::AddLabCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
