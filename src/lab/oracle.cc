@@ -52,7 +52,33 @@ struct CapsuleOracle::State {
   int64_t prada_alarm_at = -1;
   std::string escrow_key_path;
   std::string bin_dir;
+  std::string license_id;
 };
+
+namespace {
+
+// The provider's side of a (re)lease, done in process: check the client's evidence request
+// (with its usage report when renewing) and install the lease it earns.
+Status RenewLease(CapsuleOracle::State& st, bool attach_report) {
+  capsule::Nonce nonce{};
+  capsule::RandomBytes(nonce);
+  MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> request,
+                       st.client->MakeEvidenceRequest(nonce, attach_report));
+  capsule::LeaseTerms terms;
+  terms.license_id = st.license_id;
+  terms.query_quota = std::min<uint64_t>(st.options.quota, st.policy.lease.max_queries);
+  terms.valid_seconds = 86400;
+  terms.now = static_cast<int64_t>(std::time(nullptr));
+  terms.sequence = ++st.lease_sequence;
+  MLC_ASSIGN_OR_RETURN(capsule::CheckedRequest checked,
+                       capsule::CheckEvidenceRequest(request, st.header, st.policy, terms));
+  MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> lease,
+                       capsule::IssueLeaseForRequest(checked, st.header, st.policy,
+                                                     st.packed.capsule_key, st.provider, terms));
+  return st.client->InstallLease(lease);
+}
+
+}  // namespace
 
 CapsuleOracle::~CapsuleOracle() {
   if (!state_) return;
@@ -120,21 +146,8 @@ Result<std::unique_ptr<CapsuleOracle>> CapsuleOracle::Create(const CapsuleSpec& 
   client_options.core_binary = st.bin_dir + "/mlcapsule-core";
   MLC_ASSIGN_OR_RETURN(st.client, host::Client::Open(oracle->capsule_path_, client_options));
   // The first lease: no usage report yet.
-  capsule::Nonce nonce{};
-  capsule::RandomBytes(nonce);
-  MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> request, st.client->MakeEvidenceRequest(nonce, false));
-  capsule::LeaseTerms terms;
-  terms.license_id = "lab-" + spec.name;
-  terms.query_quota = std::min<uint64_t>(options.quota, st.policy.lease.max_queries);
-  terms.valid_seconds = 86400;
-  terms.now = static_cast<int64_t>(std::time(nullptr));
-  terms.sequence = ++st.lease_sequence;
-  MLC_ASSIGN_OR_RETURN(capsule::CheckedRequest checked,
-                       capsule::CheckEvidenceRequest(request, st.header, st.policy, terms));
-  MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> lease,
-                       capsule::IssueLeaseForRequest(checked, st.header, st.policy,
-                                                     st.packed.capsule_key, st.provider, terms));
-  MLC_RETURN_IF_ERROR(st.client->InstallLease(lease));
+  st.license_id = "lab-" + spec.name;
+  MLC_RETURN_IF_ERROR(RenewLease(st, /*attach_report=*/false));
   const host::CoreInfo& info = st.client->info();
   if (info.outputs.empty() || info.outputs[0].dims.size() > 2)
     return InvalidArgument("{}: the lab needs one output [batch, classes] or [batch]", spec.name);
@@ -191,21 +204,7 @@ Result<OracleSync> CapsuleOracle::Sync() {
       st.prada_alarm_at = static_cast<int64_t>(a.at_count);
   }
   // Renewal: the report travels with a fresh evidence request; the new lease acknowledges it.
-  capsule::Nonce nonce{};
-  capsule::RandomBytes(nonce);
-  MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> request, st.client->MakeEvidenceRequest(nonce, true));
-  capsule::LeaseTerms terms;
-  terms.license_id = st.client->info().license_id;
-  terms.query_quota = std::min<uint64_t>(st.options.quota, st.policy.lease.max_queries);
-  terms.valid_seconds = 86400;
-  terms.now = static_cast<int64_t>(std::time(nullptr));
-  terms.sequence = ++st.lease_sequence;
-  MLC_ASSIGN_OR_RETURN(capsule::CheckedRequest checked,
-                       capsule::CheckEvidenceRequest(request, st.header, st.policy, terms));
-  MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> lease,
-                       capsule::IssueLeaseForRequest(checked, st.header, st.policy,
-                                                     st.packed.capsule_key, st.provider, terms));
-  MLC_RETURN_IF_ERROR(st.client->InstallLease(lease));
+  MLC_RETURN_IF_ERROR(RenewLease(st, /*attach_report=*/true));
   OracleSync sync;
   sync.prada_alarm_at = st.prada_alarm_at;
   sync.watermarked = report.defenses.watermarked;

@@ -79,7 +79,11 @@ class CapsuleOracle {
 
  private:
   CapsuleOracle() = default;
-  struct State;
+
+ public:
+  struct State;  // the provider's keys and the client (oracle.cc)
+
+ private:
   std::unique_ptr<State> state_;
   std::string capsule_path_;
   int64_t queries_ = 0;

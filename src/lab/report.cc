@@ -43,6 +43,120 @@ const json* FindExtraction(const json& r, const std::string& policy, const std::
   return nullptr;
 }
 
+// The targets, checked against this run's numbers (each line says what was compared).
+std::string Checks(const json& r, const std::string& undefended) {
+  std::string md = "\n## Checks against the targets\n\n";
+  auto mark = [](bool ok) { return ok ? "**met**" : "**not met**"; };
+  // Extraction: the best attack's fidelity within 10,000 queries on the undefended capsule.
+  if (r.contains("extraction")) {
+    double best = -1;
+    std::string best_attack;
+    int64_t best_queries = 0;
+    for (const json& e : r["extraction"]) {
+      if (e["policy"] != undefended) continue;
+      for (const json& c : e["checkpoints"]) {
+        if (c["queries"].get<int64_t>() > 10000) continue;
+        if (c["fidelity"].get<double>() > best) {
+          best = c["fidelity"];
+          best_attack = e["attack"];
+          best_queries = c["queries"];
+        }
+      }
+    }
+    if (best >= 0)
+      md += fmt::format(
+          "- Best extraction fidelity within 10,000 queries against `{}`: {} ({}, {} "
+          "queries); target >= 90%: {}.\n",
+          undefended, Pct(best), best_attack, best_queries, mark(best >= 0.9));
+    // Watermark verdicts on every stolen substitute of a watermarking policy.
+    int identified = 0, total = 0, too_small = 0;
+    for (const json& e : r["extraction"]) {
+      if (e["checkpoints"].empty() || !e["checkpoints"].back().contains("watermark")) continue;
+      const json& w = e["checkpoints"].back()["watermark"];
+      ++total;
+      if (w["identified"].get<bool>())
+        ++identified;
+      else if (w["samples"].get<int64_t>() < MinSamplesForVerdict(10))
+        ++too_small;
+    }
+    if (total > 0)
+      md += fmt::format(
+          "- Watermark: {} of {} stolen substitutes identified at 2^-64 at their "
+          "largest budget ({} with too few escrowed samples to ever reach it); "
+          "target all: {}.\n",
+          identified, total, too_small, mark(identified == total));
+    // PRADA: which attacks it caught.
+    std::string caught, missed;
+    for (const json& e : r["extraction"]) {
+      if (e["checkpoints"].empty()) continue;
+      const std::string p = e["policy"];
+      if (!r.contains("policies") || !r["policies"].contains(p)) continue;
+      const json& pol = r["policies"][p];
+      if (!pol.contains("defenses") || !pol["defenses"].contains("prada")) continue;
+      const int64_t at = e["checkpoints"].back()["prada_alarm_at"];
+      const std::string item = fmt::format("{}/{}", p, e["attack"].get<std::string>());
+      if (at >= 0)
+        caught += fmt::format("{}{} (query {})", caught.empty() ? "" : ", ", item, at);
+      else
+        missed += fmt::format("{}{}", missed.empty() ? "" : ", ", item);
+    }
+    if (!caught.empty() || !missed.empty())
+      md += fmt::format("- PRADA alarmed on: {}; did not alarm on: {}.\n",
+                        caught.empty() ? "none" : caught, missed.empty() ? "none" : missed);
+  }
+  if (r.contains("benign")) {
+    for (const json& b : r["benign"]) {
+      if (!b.value("prada", false)) continue;
+      int streams = 0, alarms = 0;
+      for (const json& a : b.value("prada_alarms", json::array({b["prada_alarm_at"]}))) {
+        ++streams;
+        if (a.get<int64_t>() >= 0) ++alarms;
+      }
+      md += fmt::format(
+          "- PRADA false alarms, `{}`: {} of {} benign streams of {} test queries "
+          "(each in another random order, on a fresh capsule) alarmed; target zero: "
+          "{}.\n",
+          b["policy"].get<std::string>(), alarms, streams, b["queries"].get<int64_t>(),
+          mark(alarms == 0));
+    }
+  }
+  if (r.contains("membership")) {
+    for (const json& m : r["membership"]) {
+      double lira = -1, threshold = -1;
+      std::string best_threshold;
+      double max_auc = 0;
+      std::string max_attack;
+      for (const json& a : m["attacks"]) {
+        const std::string name = a["attack"];
+        const double t = a["tpr_at_01pct"];
+        if (name == "lira-online" || name == "lira-offline") lira = std::max(lira, t);
+        if (name == "loss" || name == "confidence" || name == "entropy" || name == "mentr") {
+          if (t > threshold) {
+            threshold = t;
+            best_threshold = name;
+          }
+        }
+        if (a["auc"].get<double>() > max_auc) {
+          max_auc = a["auc"];
+          max_attack = name;
+        }
+      }
+      const std::string v = m["victim"], p = m["policy"];
+      if (p == undefended || p == "undefended")
+        md += fmt::format(
+            "- `{}`/`{}`: LiRA TPR at 0.1% FPR {} vs the best threshold attack's {} "
+            "({}); target LiRA ahead: {}.\n",
+            v, p, Pct2(lira), Pct2(threshold), best_threshold, mark(lira > threshold));
+      else
+        md += fmt::format(
+            "- `{}`/`{}`: the strongest membership attack has AUC {:.3f} ({}); "
+            "target <= 0.55: {}.\n",
+            v, p, max_auc, max_attack, mark(max_auc <= 0.55));
+    }
+  }
+  return md;
+}
+
 }  // namespace
 
 Status WriteReport(const std::string& dir) {
@@ -105,10 +219,21 @@ Status WriteReport(const std::string& dir) {
           ev);
       for (const json& b : r["benign"]) {
         const double acc = b["accuracy"], raw = b["undefended_accuracy"];
-        std::string alarm = !b.value("prada", false) ? "(no PRADA)"
-                            : b["prada_alarm_at"].get<int64_t>() < 0
-                                ? "none"
-                                : fmt::format("at query {}", b["prada_alarm_at"].get<int64_t>());
+        std::string alarm = "(no PRADA)";
+        if (b.value("prada", false)) {
+          const json alarms = b.value("prada_alarms", json::array({b["prada_alarm_at"]}));
+          int alarmed = 0;
+          std::string at;
+          for (const json& a : alarms) {
+            if (a.get<int64_t>() < 0) continue;
+            ++alarmed;
+            at += fmt::format("{}{}", at.empty() ? "" : ", ", a.get<int64_t>());
+          }
+          alarm =
+              alarmed == 0
+                  ? fmt::format("none in {} stream{}", alarms.size(), alarms.size() == 1 ? "" : "s")
+                  : fmt::format("{} of {} streams (at query {})", alarmed, alarms.size(), at);
+        }
         md += fmt::format("| {} | {} | {} | {:+.2f} pt | {} | {} | {} |\n",
                           b["policy"].get<std::string>(), b["queries"].get<int64_t>(), Pct(acc),
                           100 * (acc - raw), Pct(b["top1_agreement"]), F3(b["mean_l1_change"]),
@@ -118,8 +243,15 @@ Status WriteReport(const std::string& dir) {
         csv.Row("utility", ev, p, "", b["queries"], "accuracy_change", acc - raw);
         csv.Row("utility", ev, p, "", b["queries"], "mean_l1_change", b["mean_l1_change"]);
         csv.Row("utility", ev, p, "", b["queries"], "top1_agreement", b["top1_agreement"]);
-        csv.Row("utility", ev, p, "", b["queries"], "prada_false_alarm",
-                b.value("prada", false) && b["prada_alarm_at"].get<int64_t>() >= 0 ? 1 : 0);
+        if (b.value("prada", false)) {
+          int alarmed = 0, streams = 0;
+          for (const json& a : b.value("prada_alarms", json::array({b["prada_alarm_at"]}))) {
+            ++streams;
+            if (a.get<int64_t>() >= 0) ++alarmed;
+          }
+          csv.Row("utility", ev, p, "", b["queries"], "prada_false_alarm_streams", alarmed);
+          csv.Row("utility", ev, p, "", b["queries"], "prada_benign_streams", streams);
+        }
         baseline_accuracy[p] = acc;
       }
     }
@@ -272,6 +404,7 @@ Status WriteReport(const std::string& dir) {
       }
     }
 
+    md += Checks(r, undefended);
     md += "\n## Job times\n\n| job | seconds | from cache |\n|---|---|---|\n";
     for (auto it = r["timings"].begin(); it != r["timings"].end(); ++it)
       md += fmt::format("| {} | {:.0f} | {} |\n", it.key(), it.value()["seconds"].get<double>(),

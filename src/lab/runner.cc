@@ -3,9 +3,13 @@
 #include "lab/runner.h"
 
 #include <fmt/format.h>
+#include <signal.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 
 #include <chrono>
 #include <condition_variable>
@@ -80,9 +84,13 @@ struct Config {
     std::string policy;
     std::vector<AttackKind> attacks;
     std::vector<int64_t> budgets;
+    AttackConfig options;
+    json options_spec;
+    std::string tag;
   };
   std::vector<ExtractionRun> extraction_runs;
   int64_t benign_queries = 10000;
+  int benign_orders = 1;  // streams per PRADA policy (false-alarm count)
   std::vector<std::string> benign_policies;
   // membership
   std::vector<std::string> mia_victims;
@@ -135,6 +143,28 @@ bool PolicyHasMemGuard(const json& p) {
 bool PolicyHasPrada(const json& p) {
   return p.contains("defenses") && p["defenses"].contains("prada") &&
          p["defenses"]["prada"].value("enabled", false);
+}
+
+Status ParseAttackOptions(const json& o, const std::string& w, AttackConfig* a) {
+  MLC_RETURN_IF_ERROR(
+      CheckKeys(o,
+                {"snapshot_passes", "snapshot_min_epochs", "snapshot_max_epochs", "sync_every",
+                 "bandit_retrain", "jbda_seeds", "jbda_reservoir", "jbda_passes", "ff_passes",
+                 "ff_candidates", "ff_epsilon", "soft_labels"},
+                w));
+  MLC_RETURN_IF_ERROR(Get(o, "snapshot_passes", &a->snapshot_passes, w));
+  MLC_RETURN_IF_ERROR(Get(o, "snapshot_min_epochs", &a->snapshot_min_epochs, w));
+  MLC_RETURN_IF_ERROR(Get(o, "snapshot_max_epochs", &a->snapshot_max_epochs, w));
+  MLC_RETURN_IF_ERROR(Get(o, "sync_every", &a->sync_every, w));
+  MLC_RETURN_IF_ERROR(Get(o, "bandit_retrain", &a->bandit_retrain, w));
+  MLC_RETURN_IF_ERROR(Get(o, "jbda_seeds", &a->jbda_seeds, w));
+  MLC_RETURN_IF_ERROR(Get(o, "jbda_reservoir", &a->jbda_reservoir, w));
+  MLC_RETURN_IF_ERROR(Get(o, "jbda_passes", &a->jbda_passes, w));
+  MLC_RETURN_IF_ERROR(Get(o, "ff_passes", &a->ff_passes, w));
+  MLC_RETURN_IF_ERROR(Get(o, "ff_candidates", &a->ff_candidates, w));
+  MLC_RETURN_IF_ERROR(Get(o, "ff_epsilon", &a->ff_epsilon, w));
+  MLC_RETURN_IF_ERROR(Get(o, "soft_labels", &a->soft_labels, w));
+  return Status::Ok();
 }
 
 Result<Config> ParseConfig(const std::string& path) {
@@ -217,33 +247,14 @@ Result<Config> ParseConfig(const std::string& path) {
         !std::is_sorted(c.attack.budgets.begin(), c.attack.budgets.end()) ||
         c.attack.budgets.front() <= 0)
       return InvalidArgument("extraction.budgets: must be positive and increasing");
-    if (e.contains("options")) {
-      const json& o = e["options"];
-      const std::string w = "extraction.options";
-      MLC_RETURN_IF_ERROR(
-          CheckKeys(o,
-                    {"snapshot_passes", "snapshot_min_epochs", "snapshot_max_epochs", "sync_every",
-                     "bandit_retrain", "jbda_seeds", "jbda_reservoir", "jbda_passes", "ff_passes",
-                     "ff_candidates", "ff_epsilon", "soft_labels"},
-                    w));
-      MLC_RETURN_IF_ERROR(Get(o, "snapshot_passes", &c.attack.snapshot_passes, w));
-      MLC_RETURN_IF_ERROR(Get(o, "snapshot_min_epochs", &c.attack.snapshot_min_epochs, w));
-      MLC_RETURN_IF_ERROR(Get(o, "snapshot_max_epochs", &c.attack.snapshot_max_epochs, w));
-      MLC_RETURN_IF_ERROR(Get(o, "sync_every", &c.attack.sync_every, w));
-      MLC_RETURN_IF_ERROR(Get(o, "bandit_retrain", &c.attack.bandit_retrain, w));
-      MLC_RETURN_IF_ERROR(Get(o, "jbda_seeds", &c.attack.jbda_seeds, w));
-      MLC_RETURN_IF_ERROR(Get(o, "jbda_reservoir", &c.attack.jbda_reservoir, w));
-      MLC_RETURN_IF_ERROR(Get(o, "jbda_passes", &c.attack.jbda_passes, w));
-      MLC_RETURN_IF_ERROR(Get(o, "ff_passes", &c.attack.ff_passes, w));
-      MLC_RETURN_IF_ERROR(Get(o, "ff_candidates", &c.attack.ff_candidates, w));
-      MLC_RETURN_IF_ERROR(Get(o, "ff_epsilon", &c.attack.ff_epsilon, w));
-      MLC_RETURN_IF_ERROR(Get(o, "soft_labels", &c.attack.soft_labels, w));
-    }
+    if (e.contains("options"))
+      MLC_RETURN_IF_ERROR(ParseAttackOptions(e["options"], "extraction.options", &c.attack));
     c.attack_spec = e.value("options", json::object());
     c.attack_spec["budgets"] = c.attack.budgets;
     if (e.contains("runs")) {
       for (const json& r : e["runs"]) {
-        MLC_RETURN_IF_ERROR(CheckKeys(r, {"policy", "attacks", "budgets"}, "extraction.runs[]"));
+        MLC_RETURN_IF_ERROR(
+            CheckKeys(r, {"policy", "attacks", "budgets", "options", "tag"}, "extraction.runs[]"));
         std::string policy = r.value("policy", "");
         MLC_RETURN_IF_ERROR(check_policy(policy, "extraction.runs[].policy"));
         std::vector<AttackKind> attacks;
@@ -256,12 +267,27 @@ Result<Config> ParseConfig(const std::string& path) {
         if (budgets.empty() || !std::is_sorted(budgets.begin(), budgets.end()) ||
             budgets.front() <= 0)
           return InvalidArgument("extraction.runs[].budgets: must be positive and increasing");
-        c.extraction_runs.push_back({policy, attacks, budgets});
+        // A run may change the attacker's options (e.g. train to convergence); its tag names
+        // the variant in job names and the report ("random:converged").
+        AttackConfig options = c.attack;
+        json options_spec = c.attack_spec;
+        if (r.contains("options")) {
+          MLC_RETURN_IF_ERROR(
+              ParseAttackOptions(r["options"], "extraction.runs[].options", &options));
+          options_spec.update(r["options"]);
+        }
+        std::string tag = r.value("tag", "");
+        if (r.contains("options") && tag.empty())
+          return InvalidArgument("extraction.runs[]: a run with its own options needs a \"tag\"");
+        c.extraction_runs.push_back({policy, attacks, budgets, options, options_spec, tag});
       }
     }
   }
   if (j.contains("benign")) {
-    MLC_RETURN_IF_ERROR(CheckKeys(j["benign"], {"queries", "policies"}, "benign"));
+    MLC_RETURN_IF_ERROR(CheckKeys(j["benign"], {"queries", "policies", "orders"}, "benign"));
+    MLC_RETURN_IF_ERROR(Get(j["benign"], "orders", &c.benign_orders, "benign"));
+    if (c.benign_orders < 1 || c.benign_orders > 1000)
+      return InvalidArgument("benign.orders: {} is out of range 1..1000", c.benign_orders);
     MLC_RETURN_IF_ERROR(Get(j["benign"], "queries", &c.benign_queries, "benign"));
     MLC_RETURN_IF_ERROR(Get(j["benign"], "policies", &c.benign_policies, "benign"));
     for (const auto& p : c.benign_policies) MLC_RETURN_IF_ERROR(check_policy(p, "benign.policies"));
@@ -356,8 +382,8 @@ class Lab {
   Result<json> TrainVictim(const VictimConfig& v, const std::string& dir);
   Result<json> TrainBackbone(const std::string& dir);
   Result<json> TrainDefender(const std::string& victim, const std::string& dir);
-  Result<json> Extraction(const std::string& policy, AttackKind attack,
-                          const std::vector<int64_t>& budgets, const std::string& dir);
+  Result<json> Extraction(const std::string& policy, const AttackConfig& options,
+                          const std::string& attack_name, const std::string& dir);
   Result<json> Benign(const std::string& policy, const std::string& dir);
   Result<json> Shadows(const std::string& victim, const std::string& dir);
   Result<json> Membership(const std::string& victim, const std::string& policy,
@@ -444,18 +470,24 @@ void Lab::Plan() {
   for (const auto& run : c_.extraction_runs) {
     for (AttackKind a : run.attacks) {
       const std::string policy = run.policy;
-      const std::vector<int64_t> budgets = run.budgets;
+      AttackConfig options = run.options;
+      options.kind = a;
+      options.budgets = run.budgets;
+      const std::string attack =
+          run.tag.empty() ? AttackName(a) : fmt::format("{}:{}", AttackName(a), run.tag);
       std::vector<std::string> deps = capsule_deps(c_.extraction_victim, policy);
       if (a == AttackKind::kFeatureFool) deps.push_back("backbone");
       json spec = {{"policy", c_.policies.at(policy)},
                    {"attack", AttackName(a)},
-                   {"options", c_.attack_spec},
-                   {"budgets", budgets},
+                   {"options", run.options_spec},
+                   {"budgets", run.budgets},
                    {"victim", c_.extraction_victim},
                    {"ood", {{"glyphs", c_.glyphs}, {"transformed", c_.transformed}}}};
-      Add(fmt::format("extraction/{}/{}", policy, AttackName(a)), deps, spec,
-          [this, policy, a, budgets](const std::string& dir) {
-            return Extraction(policy, a, budgets, dir);
+      if (!run.tag.empty()) spec["tag"] = run.tag;
+      spec["seeding"] = "per-attack";
+      Add(fmt::format("extraction/{}/{}", policy, attack), deps, spec,
+          [this, policy, options, attack](const std::string& dir) {
+            return Extraction(policy, options, attack, dir);
           });
     }
   }
@@ -471,7 +503,9 @@ void Lab::Plan() {
     Add("benign/" + p, capsule_deps(c_.extraction_victim, p),
         {{"policy", c_.policies.at(p)},
          {"queries", c_.benign_queries},
-         {"victim", c_.extraction_victim}},
+         {"victim", c_.extraction_victim},
+         {"order", "shared"},
+         {"orders", PolicyHasPrada(c_.policies.at(p)) ? c_.benign_orders : 1}},
         [this, p](const std::string& dir) { return Benign(p, dir); });
   if (c_.kennen)
     Add("kennen", {}, c_.probe_spec, [this](const std::string& dir) { return Kennen(dir); });
@@ -584,10 +618,11 @@ Result<json> Lab::TrainDefender(const std::string& victim, const std::string& di
   return json{{"heldout_auc", g.heldout_auc}};
 }
 
-Result<json> Lab::Extraction(const std::string& policy, AttackKind attack,
-                             const std::vector<int64_t>& budgets, const std::string& dir) {
+Result<json> Lab::Extraction(const std::string& policy, const AttackConfig& options,
+                             const std::string& attack_name, const std::string& dir) {
   const std::string victim = c_.extraction_victim;
-  const std::string job = fmt::format("extraction/{}/{}", policy, AttackName(attack));
+  const AttackKind attack = options.kind;
+  const std::string job = fmt::format("extraction/{}/{}", policy, attack_name);
   MLC_ASSIGN_OR_RETURN(Net net, LoadVictim(victim));
   MLC_ASSIGN_OR_RETURN(auto oracle, MakeOracle(job, victim, policy));
   Net backbone{nullptr};
@@ -597,10 +632,10 @@ Result<json> Lab::Extraction(const std::string& policy, AttackKind attack,
     backbone = MakeNet(spec, 0);
     MLC_RETURN_IF_ERROR(LoadNet(backbone, EntryDir("backbone") + "/model.pt"));
   }
-  AttackConfig a = c_.attack;
-  a.kind = attack;
-  a.budgets = budgets;
-  a.seed = DeriveSeed(c_.seed, job);
+  AttackConfig a = options;
+  // The same seed for one attack under every policy: the same first queries, the same snapshot
+  // initialisation and order, so a difference between policies is the defense's, not sampling's.
+  a.seed = DeriveSeed(c_.seed, std::string("extraction/") + AttackName(attack));
   AttackContext ctx;
   ctx.splits = &data_.splits;
   ctx.ood_pool = &data_.ood;
@@ -630,40 +665,54 @@ Result<json> Lab::Extraction(const std::string& policy, AttackKind attack,
   std::error_code ec;
   fs::remove_all(ctx.work_dir, ec);
   return json{
-      {"policy", policy}, {"attack", AttackName(attack)}, {"victim", victim}, {"checkpoints", out}};
+      {"policy", policy}, {"attack", attack_name}, {"victim", victim}, {"checkpoints", out}};
 }
 
 Result<json> Lab::Benign(const std::string& policy, const std::string& dir) {
   const std::string victim = c_.extraction_victim;
   const std::string job = "benign/" + policy;
   MLC_ASSIGN_OR_RETURN(Net net, LoadVictim(victim));
-  MLC_ASSIGN_OR_RETURN(auto oracle, MakeOracle(job, victim, policy));
   const int64_t n = std::min(c_.benign_queries, data_.splits.test.count);
-  Rng rng(DeriveSeed(c_.seed, job));
-  std::vector<int64_t> order = rng.Sample(data_.splits.test.count, n);
-  ImageSet queries = data_.splits.test.Gather(order);
-  std::vector<float> answers;
-  MLC_RETURN_IF_ERROR(oracle->Query(queries.pixels, n, &answers));
-  MLC_ASSIGN_OR_RETURN(OracleSync sync, oracle->Sync());
-  const int classes = oracle->classes();
-  torch::Tensor got = torch::from_blob(answers.data(), {n, classes}, torch::kFloat).clone();
-  torch::Tensor raw = torch::softmax(Predict(net, ImagesTensor(queries)), 1);
-  torch::Tensor labels = LabelsTensor(queries);
-  const double accuracy = got.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
-  const double raw_accuracy = raw.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
-  const double l1 = (got - raw).abs().sum(1).mean().item<double>();
-  const double agreement = got.argmax(1).eq(raw.argmax(1)).to(torch::kDouble).mean().item<double>();
-  const double max_abs = oracle->label_only() ? -1 : (got - raw).abs().max().item<double>();
-  return json{{"policy", policy},
-              {"queries", n},
-              {"accuracy", accuracy},
-              {"undefended_accuracy", raw_accuracy},
-              {"mean_l1_change", l1},
-              {"top1_agreement", agreement},
-              {"max_abs_difference", max_abs},
-              {"prada", PolicyHasPrada(c_.policies.at(policy))},
-              {"prada_alarm_at", sync.prada_alarm_at},
-              {"label_only", oracle->label_only()}};
+  const bool prada = PolicyHasPrada(c_.policies.at(policy));
+  // Stream 0 measures utility; with PRADA, further streams (the same images in other orders,
+  // each on a fresh capsule) count false alarms. Order k is the same for every policy, so the
+  // streams differ only by the policy.
+  const int streams = prada ? c_.benign_orders : 1;
+  json alarms = json::array();
+  json result;
+  for (int k = 0; k < streams; ++k) {
+    MLC_ASSIGN_OR_RETURN(auto oracle, MakeOracle(fmt::format("{}/{}", job, k), victim, policy));
+    Rng rng(DeriveSeed(c_.seed, k == 0 ? std::string("benign") : fmt::format("benign-{}", k)));
+    std::vector<int64_t> order = rng.Sample(data_.splits.test.count, n);
+    ImageSet queries = data_.splits.test.Gather(order);
+    std::vector<float> answers;
+    MLC_RETURN_IF_ERROR(oracle->Query(queries.pixels, n, &answers));
+    MLC_ASSIGN_OR_RETURN(OracleSync sync, oracle->Sync());
+    alarms.push_back(sync.prada_alarm_at);
+    if (k > 0) continue;
+    const int classes = oracle->classes();
+    torch::Tensor got = torch::from_blob(answers.data(), {n, classes}, torch::kFloat).clone();
+    torch::Tensor raw = torch::softmax(Predict(net, ImagesTensor(queries)), 1);
+    torch::Tensor labels = LabelsTensor(queries);
+    const double accuracy = got.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
+    const double raw_accuracy = raw.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
+    const double l1 = (got - raw).abs().sum(1).mean().item<double>();
+    const double agreement =
+        got.argmax(1).eq(raw.argmax(1)).to(torch::kDouble).mean().item<double>();
+    const double max_abs = oracle->label_only() ? -1 : (got - raw).abs().max().item<double>();
+    result = json{{"policy", policy},
+                  {"queries", n},
+                  {"accuracy", accuracy},
+                  {"undefended_accuracy", raw_accuracy},
+                  {"mean_l1_change", l1},
+                  {"top1_agreement", agreement},
+                  {"max_abs_difference", max_abs},
+                  {"prada", prada},
+                  {"prada_alarm_at", sync.prada_alarm_at},
+                  {"label_only", oracle->label_only()}};
+  }
+  result["prada_alarms"] = alarms;  // per stream: the query of the alarm, -1 when none
+  return result;
 }
 
 Result<json> Lab::Shadows(const std::string& victim, const std::string& dir) {
@@ -729,6 +778,20 @@ Result<json> Lab::Kennen(const std::string& dir) {
                    {"majority", r.majority},
                    {"models", r.models}});
   return json{{"rows", out}};
+}
+
+// Scratch and temporary directories of runs that were killed (their process is gone): a capsule
+// state with a PRADA journal can take hundreds of MB.
+void RemoveAbandoned(const std::string& cache) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(cache, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool scratch = name.rfind("scratch-", 0) == 0, temporary = name.rfind("tmp-", 0) == 0;
+    if (!scratch && !temporary) continue;
+    const long pid = std::strtol(name.substr(name.rfind('-') + 1).c_str(), nullptr, 10);
+    if (pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;
+    fs::remove_all(entry.path(), ec);
+  }
 }
 
 // ---- the scheduler ------------------------------------------------------------------------------
@@ -797,6 +860,7 @@ Status Lab::Run() {
   fs::create_directories(cache_, ec);
   fs::create_directories(o_.out_dir, ec);
   if (ec) return IoError("{}: {}", o_.out_dir, ec.message());
+  RemoveAbandoned(cache_);
   scratch_ = fmt::format("{}/scratch-{}", cache_, getpid());
   fs::create_directories(scratch_, ec);
   InitTorchForLab();
@@ -894,6 +958,19 @@ Status Lab::WriteResults() const {
   }
   r["extraction_victim"] = c_.extraction_victim;
   r["policies"] = c_.policies;
+  // The trained models, for use outside the lab (`mlcapsule pack`, the demo).
+  std::error_code ec;
+  fs::create_directories(o_.out_dir + "/models", ec);
+  for (const Job& j : jobs_) {
+    const size_t slash = j.name.find('/');
+    const std::string kind = j.name.substr(0, slash);
+    if (kind != "victim" && kind != "defender") continue;
+    const std::string target =
+        fmt::format("{}/models/{}-{}.onnx", o_.out_dir, kind, j.name.substr(slash + 1));
+    fs::copy_file(cache_ + "/" + j.key + "/model.onnx", target,
+                  fs::copy_options::overwrite_existing, ec);
+    if (ec) return IoError("{}: {}", target, ec.message());
+  }
   return WriteFile(o_.out_dir + "/results.json", r.dump(1));
 }
 
