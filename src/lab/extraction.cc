@@ -186,7 +186,12 @@ Result<std::vector<Checkpoint>> RunKnockoffAdaptive(Harness& h, const ImageSet& 
   std::vector<int64_t> arm_counts(static_cast<size_t>(arms), 0);
   for (int64_t budget : cfg.budgets) {
     while (h.queried() < budget) {
-      const int64_t n = std::min(cfg.bandit_batch, budget - h.queried());
+      int64_t unqueried = 0;
+      for (int a = 0; a < arms; ++a)
+        unqueried += static_cast<int64_t>(by_arm[static_cast<size_t>(a)].size() -
+                                          next[static_cast<size_t>(a)]);
+      // Never draw more than the pool has left (the arm search below needs an open arm).
+      const int64_t n = std::min({cfg.bandit_batch, budget - h.queried(), unqueried});
       std::vector<double> pi(static_cast<size_t>(arms));
       double z = 0, top = *std::max_element(preference.begin(), preference.end());
       for (int a = 0; a < arms; ++a) {
