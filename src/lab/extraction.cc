@@ -9,7 +9,6 @@
 #include <cmath>
 #include <deque>
 #include <filesystem>
-#include <map>
 
 #include "base/file_util.h"
 #include "lab/rand.h"

@@ -207,7 +207,6 @@ Status WriteReport(const std::string& dir) {
 
     // Utility.
     const std::string ev = r.value("extraction_victim", std::string());
-    std::map<std::string, double> baseline_accuracy;
     if (r.contains("benign")) {
       md += fmt::format(
           "\n## Utility cost of each defense\n\nThe victim `{}` answers test images in random "
@@ -252,7 +251,6 @@ Status WriteReport(const std::string& dir) {
           csv.Row("utility", ev, p, "", b["queries"], "prada_false_alarm_streams", alarmed);
           csv.Row("utility", ev, p, "", b["queries"], "prada_benign_streams", streams);
         }
-        baseline_accuracy[p] = acc;
       }
     }
 

@@ -15,11 +15,11 @@
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "base/bytes.h"
@@ -575,17 +575,15 @@ Result<json> Lab::TrainVictim(const VictimConfig& v, const std::string& dir) {
   MLC_RETURN_IF_ERROR(SaveNet(net, dir + "/model.pt"));
   MLC_ASSIGN_OR_RETURN(std::string onnx, ExportOnnx(net));
   MLC_RETURN_IF_ERROR(WriteFile(dir + "/model.onnx", onnx));
-  json r = {{"arch", v.arch.Name()},
-            {"parameters", 0},
-            {"train_accuracy", Accuracy(net, x, y)},
-            {"test_accuracy", Accuracy(net, data_.test_images, data_.test_labels)},
-            {"heldout_accuracy", Accuracy(net, ImagesTensor(data_.splits.victim_heldout),
-                                          LabelsTensor(data_.splits.victim_heldout))},
-            {"epochs", t.epochs}};
   int64_t parameters = 0;
   for (const auto& p : net->parameters()) parameters += p.numel();
-  r["parameters"] = parameters;
-  return r;
+  return json{{"arch", v.arch.Name()},
+              {"parameters", parameters},
+              {"train_accuracy", Accuracy(net, x, y)},
+              {"test_accuracy", Accuracy(net, data_.test_images, data_.test_labels)},
+              {"heldout_accuracy", Accuracy(net, ImagesTensor(data_.splits.victim_heldout),
+                                            LabelsTensor(data_.splits.victim_heldout))},
+              {"epochs", t.epochs}};
 }
 
 Result<json> Lab::TrainBackbone(const std::string& dir) {
