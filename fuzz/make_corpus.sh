@@ -8,6 +8,7 @@
 #                        and an escrow blob) and tensor list (structure only: signatures are
 #                        filler), plus a real capsule
 #                        from `mlcapsule keygen` + `mlcapsule pack` when those succeed
+#   OUT/evidence/        TEE evidence (see below); OUT/tpm_evidence/ TPM evidence and structures
 # Usage: fuzz/make_corpus.sh OUT_DIR [MLCAPSULE_BINARY] [ONNX_NODE_TEST_DIR]
 set -euo pipefail
 
@@ -138,6 +139,30 @@ fi
 printf '\x05\x00\x01\x00' >"$seeds/sgx_synthetic_patch"  # one patch of the synthetic quote
 { printf '\x04MLCSWEV1'; head -c 96 /dev/zero; } >"$seeds/software"
 
-for target in onnx_compile plan_loader tensor_parsers capsule_parsers evidence; do
+# ---- tpm_evidence: the first byte picks the case (0 container, 1 TPM structures, 2 patches of a
+# valid synthetic evidence, 3 attest, 4 AK public, 5 signature); the TPM structures are a real AK
+# public area, quote and signature from swtpm 0.7.1 (tee-backends-plan.md §4.2)
+seeds=$out/tpm_evidence
+mkdir -p "$seeds"
+ak_public=0023000b00050072000000100018000b0003001000206558c54134141fd526a4a6f4da49799eac10b41302b9
+ak_public+=17c159a8cc51cdba9b9900200cd3999a258c4abba8ea1d54b7a8c64b0b1e28b0b761908ccc318c41d93b3eb8
+attest=ff54434780180022000b9581e488e4364ced9ce76df3ff831c57d57592b8bd74ca120d351b3fb1a24970002024
+attest+=2b6c15460d9f2fa0f3e16bbc7f9bb4221b4bcb05f756a543bf9c0cf514b1a80000000000004cc6a954406e495b
+attest+=f38601fd50d873138e5a3300000001000b030000800020cc2695b5ae7f0859491e2c54d2676328e3aa6928a283
+attest+=11f819ab5662c8c498e9
+signature=0018000b00209f7e84ddc91e9dbc7e0d192d1877e79f253f6ba0e1b0744909dbcd20cddf3bb10020f650dfe1
+signature+=78a393be9fe8bfcf7d6a53abf85828c310addb77f957abac7db07954
+emit "01$ak_public" "$seeds/ak_public"
+emit "01$attest" "$seeds/attest"
+emit "01$signature" "$seeds/signature"
+emit "03$attest" "$seeds/attest_in_evidence"
+emit "04$ak_public" "$seeds/ak_public_in_evidence"
+emit "05$signature" "$seeds/signature_in_evidence"
+emit "02" "$seeds/valid_synthetic"
+blob() { le 4 $((${#1} / 2)); printf '%s' "$1"; }  # blob HEX: length:u32 LE + bytes
+emit "00$(text MLCTPMEV)$(le 4 1)$(fill 00 96)$(blob 3000)$(le 1 0)$(blob "$ak_public")$(blob "$attest")$(blob "$signature")" \
+  "$seeds/container"
+
+for target in onnx_compile plan_loader tensor_parsers capsule_parsers evidence tpm_evidence; do
   echo "$target: $(find "$out/$target" -type f | wc -l) seeds"
 done

@@ -12,6 +12,7 @@ PACKAGES=(
   libpqxx-dev postgresql-15 openssl curl ca-certificates
   python3-torch python3-torchvision python3-onnx python3-numpy dataset-fashion-mnist
   libtorch-dev libcairo2-dev zlib1g-dev fonts-dejavu-core
+  libtss2-dev swtpm swtpm-tools
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

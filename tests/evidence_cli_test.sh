@@ -58,7 +58,10 @@ expect_exit 0 "$BIN" evidence verify --type software --evidence "$T/software.bin
 
 # Usage errors.
 expect_exit 2 "$BIN" evidence verify --type sgx --evidence "$V/dcap-qvl_sgx_quote.bin"
-expect_exit 2 "$BIN" evidence verify --type tpm --evidence "$V/dcap-qvl_sgx_quote.bin"
+expect_exit 2 "$BIN" evidence verify "${SGX[@]}" --tpm-ek-ca "$V/dcap-qvl_sgx_quote.bin"
+# TPM evidence is verified now (server/evidence/tpm_test.cc covers it); an SGX quote is not any.
+expect_exit 1 "$BIN" evidence verify --type tpm --evidence "$V/dcap-qvl_sgx_quote.bin"
+grep -q '"error": "parse_error: tpm evidence does not start with MLCTPMEV' "$T/out" || fail "tpm parse"
 expect_exit 2 "$BIN" evidence verify "${SGX[@]}" --report-data 1234
 expect_exit 2 "$BIN" evidence verify "${SNP[@]}" --collateral "$V/dcap-qvl_sgx_quote_collateral.json"
 echo "evidence cli: ok"

@@ -71,7 +71,11 @@ typedef enum mlc_status {
   MLC_ERR_FAILED_PRECONDITION = 6, /* wrong state: no lease installed yet, lease expired, ... */
   MLC_ERR_PERMISSION_DENIED = 7,   /* refused by the capsule's policy or a defense */
   MLC_ERR_IO = 8,                  /* reading or writing a file, talking to the core process */
-  MLC_ERR_INTERNAL = 9             /* a bug, or out of memory */
+  MLC_ERR_INTERNAL = 9,            /* a bug, or out of memory */
+  MLC_ERR_ALREADY_EXISTS = 10,     /* (server side; not returned by this API today) */
+  MLC_ERR_UNAUTHENTICATED = 11,    /* (server side; not returned by this API today) */
+  MLC_ERR_UNAVAILABLE = 12,        /* a device the TEE needs is gone (the TPM went away) */
+  MLC_ERR_ABORTED = 13             /* a concurrent change interfered; a retry may succeed */
 } mlc_status;
 
 /* "ok", "invalid argument", ...; "unknown" for a value outside the enum. Never NULL. */

@@ -29,6 +29,10 @@ const char* StatusCodeName(StatusCode code) {
       return "already exists";
     case StatusCode::kUnauthenticated:
       return "unauthenticated";
+    case StatusCode::kUnavailable:
+      return "unavailable";
+    case StatusCode::kAborted:
+      return "aborted";
   }
   return "unknown";
 }

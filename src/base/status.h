@@ -31,6 +31,8 @@ enum class StatusCode : int {
   kInternal = 9,
   kAlreadyExists = 10,    // a record with this key (id, token, nonce, sequence) exists
   kUnauthenticated = 11,  // no or an unknown credential
+  kUnavailable = 12,      // a device, helper or service the call needs is absent or gone
+  kAborted = 13,          // a concurrent change interfered (a retry may succeed)
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -94,6 +96,14 @@ Status AlreadyExists(fmt::format_string<Args...> format, Args&&... args) {
 template <typename... Args>
 Status Unauthenticated(fmt::format_string<Args...> format, Args&&... args) {
   return Status(StatusCode::kUnauthenticated, fmt::format(format, std::forward<Args>(args)...));
+}
+template <typename... Args>
+Status Unavailable(fmt::format_string<Args...> format, Args&&... args) {
+  return Status(StatusCode::kUnavailable, fmt::format(format, std::forward<Args>(args)...));
+}
+template <typename... Args>
+Status Aborted(fmt::format_string<Args...> format, Args&&... args) {
+  return Status(StatusCode::kAborted, fmt::format(format, std::forward<Args>(args)...));
 }
 template <typename... Args>
 Status PermissionDenied(fmt::format_string<Args...> format, Args&&... args) {

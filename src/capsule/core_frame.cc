@@ -34,6 +34,10 @@ ssize_t PollRead(int fd, uint8_t* data, size_t size, std::chrono::microseconds b
   const auto deadline = std::chrono::steady_clock::now() + budget;
   for (;;) {
     ssize_t n = recv(fd, data, size, MSG_DONTWAIT);
+    if (n < 0 && errno == ENOTSOCK) {  // a pipe (the core's --stdio under Gramine): block
+      errno = EAGAIN;
+      return -1;
+    }
     if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
     if (std::chrono::steady_clock::now() >= deadline) return -1;
 #if defined(__x86_64__) || defined(__i386__)
@@ -82,6 +86,9 @@ Status WriteVector(int fd, struct iovec* parts, int count) {
     message.msg_iov = parts;
     message.msg_iovlen = static_cast<size_t>(count);
     ssize_t n = sendmsg(fd, &message, MSG_NOSIGNAL);
+    // Not a socket (the core's --stdio under Gramine, which hands the enclave plain fds 0-2):
+    // writev; the core ignores SIGPIPE.
+    if (n < 0 && errno == ENOTSOCK) n = writev(fd, parts, count);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       if (errno == EPIPE || errno == ECONNRESET)
@@ -252,7 +259,7 @@ Status ReadReply(int fd, CoreReply* reply, bool* peer_closed,
   std::memcpy(&code, header + 4, 4);
   std::memcpy(&output_length, header + 8, 8);
   std::memcpy(&sealed_length, header + 16, 8);
-  if (code > static_cast<uint32_t>(StatusCode::kUnauthenticated))
+  if (code > static_cast<uint32_t>(StatusCode::kAborted))
     return InvalidArgument("reply status {} is not a known status code", code);
   const uint64_t max_output = code == 0 ? kMaxReplyOutputBytes : kMaxErrorMessageBytes;
   if (output_length > max_output)

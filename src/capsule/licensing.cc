@@ -71,7 +71,8 @@ Result<std::vector<uint8_t>> IssueLeaseForRequest(const CheckedRequest& checked,
                                                   const CapsuleHeader& header, const Policy& policy,
                                                   const SecretBytes& capsule_key,
                                                   const SigningKeyPair& signer,
-                                                  const LeaseTerms& terms) {
+                                                  const LeaseTerms& terms,
+                                                  const TeeBoundKey* tee_bound) {
   if (terms.license_id.empty() || terms.license_id.size() > kMaxLicenseIdBytes)
     return InvalidArgument("license id must have 1..{} bytes", kMaxLicenseIdBytes);
   if (terms.query_quota < 1 || terms.query_quota > policy.lease.max_queries)
@@ -107,6 +108,10 @@ Result<std::vector<uint8_t>> IssueLeaseForRequest(const CheckedRequest& checked,
   }
   body.core_box_key = r.core_box_key;
   body.core_signing_key = r.core_signing_key;
+  if (tee_bound != nullptr) {
+    body.tee_binding = tee_bound->binding;
+    return IssueLease(std::move(body), capsule_key, signer, &tee_bound->secret);
+  }
   return IssueLease(std::move(body), capsule_key, signer);
 }
 

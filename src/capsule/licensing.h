@@ -52,10 +52,17 @@ Result<CheckedRequest> CheckEvidenceRequest(std::span<const uint8_t> request_byt
 
 // Issues a lease for a checked request: the chain continues from the attached report's end (or
 // the core's genesis for a first lease); quota and validity are checked against the policy.
+// `tee_bound` (TPM evidence, made by the server after verifying it): the lease carries the
+// credential and its secret masks the capsule key (messages.h).
+struct TeeBoundKey {
+  TeeBinding binding;
+  SecretBytes secret;
+};
 Result<std::vector<uint8_t>> IssueLeaseForRequest(const CheckedRequest& checked,
                                                   const CapsuleHeader& header, const Policy& policy,
                                                   const SecretBytes& capsule_key,
                                                   const SigningKeyPair& signer,
-                                                  const LeaseTerms& terms);
+                                                  const LeaseTerms& terms,
+                                                  const TeeBoundKey* tee_bound = nullptr);
 
 }  // namespace mlcapsule::capsule

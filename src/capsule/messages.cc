@@ -15,6 +15,7 @@ constexpr char kEvidenceRequestMagic[8] = {'M', 'L', 'C', 'E', 'V', 'R', 'E', 'Q
 constexpr char kLeaseMagic[8] = {'M', 'L', 'C', 'L', 'E', 'A', 'S', 'E'};
 constexpr char kUsageReportMagic[8] = {'M', 'L', 'C', 'U', 'S', 'A', 'G', 'E'};
 constexpr uint32_t kMessageVersion = 1;
+constexpr uint32_t kBoundLeaseVersion = 2;  // a lease with a tee_binding
 // Usage reports: version 2 added the defense summary and escrow records; 1 is still read.
 constexpr uint32_t kFirstUsageReportVersion = 1;
 constexpr std::string_view kReportDataDomain = "mlcapsule/v1";
@@ -73,6 +74,11 @@ void WriteLeaseBody(const LeaseBody& body, ByteWriter* w) {
   w->Bytes(body.core_box_key);
   w->Bytes(body.core_signing_key);
   w->Bytes(body.wrapped_capsule_key);
+  if (body.tee_binding) {  // version 2
+    w->Pod<uint8_t>(1);
+    w->Blob(body.tee_binding->id_object);
+    w->Blob(body.tee_binding->encrypted_secret);
+  }
 }
 
 Status CheckLeaseBody(const LeaseBody& body) {
@@ -81,6 +87,15 @@ Status CheckLeaseBody(const LeaseBody& body) {
                            body.license_id.size(), kMaxLicenseIdBytes);
   if (body.sequence < 1) return InvalidArgument("lease: sequence is 0, must be at least 1");
   if (body.query_quota < 1) return InvalidArgument("lease: query quota is 0, must be at least 1");
+  if (body.tee_binding) {
+    const TeeBinding& b = *body.tee_binding;
+    if (b.id_object.empty() || b.id_object.size() > kMaxTeeBindingPartBytes ||
+        b.encrypted_secret.empty() || b.encrypted_secret.size() > kMaxTeeBindingPartBytes)
+      return InvalidArgument(
+          "lease: the TEE binding's id_object ({} bytes) and encrypted_secret ({} bytes) must "
+          "each be 1..{} bytes",
+          b.id_object.size(), b.encrypted_secret.size(), kMaxTeeBindingPartBytes);
+  }
   return Status::Ok();
 }
 
@@ -231,8 +246,13 @@ Result<EvidenceRequest> ParseEvidenceRequest(std::span<const uint8_t> bytes) {
 
 // ---- lease ----
 
+SecretBytes TeeBoundMask(const SecretBytes& secret) {
+  return KeyedHash(secret, {AsBytes(std::string_view("mlcapsule/v1/tee-bound-lease"))});
+}
+
 Result<std::vector<uint8_t>> IssueLease(LeaseBody body, const SecretBytes& capsule_key,
-                                        const SigningKeyPair& signer) {
+                                        const SigningKeyPair& signer,
+                                        const SecretBytes* tee_secret) {
   if (capsule_key.size() != kSymmetricKeyBytes)
     return InvalidArgument("capsule key is {} bytes, expected {}", capsule_key.size(),
                            kSymmetricKeyBytes);
@@ -240,7 +260,14 @@ Result<std::vector<uint8_t>> IssueLease(LeaseBody body, const SecretBytes& capsu
     return InvalidArgument("lease signing key is {} bytes, expected {}", signer.secret.size(),
                            kSigningSecretBytes);
   MLC_RETURN_IF_ERROR(CheckLeaseBody(body));
-  std::vector<uint8_t> wrapped = SealTo(body.core_box_key, capsule_key.span());
+  SecretBytes wrapped_key = capsule_key.Clone();
+  if (body.tee_binding) {
+    if (tee_secret == nullptr || tee_secret->size() == 0)
+      return InvalidArgument("a TEE-bound lease needs the secret its credential protects");
+    SecretBytes mask = TeeBoundMask(*tee_secret);
+    for (size_t i = 0; i < wrapped_key.size(); ++i) wrapped_key.data()[i] ^= mask.data()[i];
+  }
+  std::vector<uint8_t> wrapped = SealTo(body.core_box_key, wrapped_key.span());
   assert(wrapped.size() == body.wrapped_capsule_key.size());
   // SealTo zeroes its output for a key no one can hold (a low-order point); a real sealed box
   // starts with a fresh ephemeral public key, never all zeros.
@@ -251,7 +278,7 @@ Result<std::vector<uint8_t>> IssueLease(LeaseBody body, const SecretBytes& capsu
 
   ByteWriter w;
   w.Bytes(kLeaseMagic, sizeof(kLeaseMagic));
-  w.Pod<uint32_t>(kMessageVersion);
+  w.Pod<uint32_t>(body.tee_binding ? kBoundLeaseVersion : kMessageVersion);
   WriteLeaseBody(body, &w);
   w.Bytes(signer.public_key);
   Signature signature = Sign(signer.secret, kLeaseSignatureDomain, {w.span()});
@@ -263,7 +290,9 @@ Result<std::vector<uint8_t>> IssueLease(LeaseBody body, const SecretBytes& capsu
 Result<Lease> ParseLease(std::span<const uint8_t> bytes) {
   MLC_RETURN_IF_ERROR(CheckSize(bytes, kMaxLeaseBytes, "lease"));
   ByteReader r(bytes, "lease");
-  MLC_RETURN_IF_ERROR(ReadPreamble(r, kLeaseMagic, "lease"));
+  uint32_t version = 0;
+  MLC_RETURN_IF_ERROR(
+      ReadPreamble(r, kLeaseMagic, "lease", &version, kMessageVersion, kBoundLeaseVersion));
   Lease lease;
   LeaseBody& body = lease.body;
   MLC_RETURN_IF_ERROR(ReadArray(r, &body.capsule_id, "capsule id"));
@@ -279,6 +308,18 @@ Result<Lease> ParseLease(std::span<const uint8_t> bytes) {
   MLC_RETURN_IF_ERROR(ReadArray(r, &body.core_box_key, "core box key"));
   MLC_RETURN_IF_ERROR(ReadArray(r, &body.core_signing_key, "core signing key"));
   MLC_RETURN_IF_ERROR(ReadArray(r, &body.wrapped_capsule_key, "wrapped capsule key"));
+  if (version >= kBoundLeaseVersion) {
+    uint8_t bound = 0;
+    MLC_RETURN_IF_ERROR(r.Pod(&bound, "tee_bound"));
+    if (bound != 1)
+      return InvalidArgument("lease: tee_bound is {}; a version-2 lease is always bound (1)",
+                             bound);
+    TeeBinding binding;
+    MLC_RETURN_IF_ERROR(r.Blob(&binding.id_object, kMaxTeeBindingPartBytes, "id_object"));
+    MLC_RETURN_IF_ERROR(
+        r.Blob(&binding.encrypted_secret, kMaxTeeBindingPartBytes, "encrypted_secret"));
+    body.tee_binding = std::move(binding);
+  }
   MLC_RETURN_IF_ERROR(ReadArray(r, &lease.signer, "signer"));
   MLC_RETURN_IF_ERROR(ReadArray(r, &lease.signature, "signature"));
   MLC_RETURN_IF_ERROR(r.ExpectEnd());

@@ -6,7 +6,7 @@
 //                       core_box_key:u8[32] core_signing_key:u8[32]
 //                       evidence_type:u8 evidence:blob (<= 64 KiB)
 //                       has_report:u8 (0|1) [usage_report:blob (<= 1 MiB)]
-//   lease            := magic:"MLCLEASE" version:u32(=1) body signer:u8[32] signature:u8[64]
+//   lease            := magic:"MLCLEASE" version:u32(=1|2) body signer:u8[32] signature:u8[64]
 //   body             := capsule_id:u8[16] license_id:str (<= 128) lease_id:u8[16]
 //                       sequence:u64 (>= 1)                  ; grows by one per lease of a license
 //                       issued_at:i64 not_before:i64 expires_at:i64   ; unix seconds
@@ -14,6 +14,13 @@
 //                       chain_base_count:u64 chain_base:u8[32]  ; the usage-chain head it follows
 //                       core_box_key:u8[32] core_signing_key:u8[32]
 //                       wrapped_capsule_key:u8[80]            ; crypto_box_seal to core_box_key
+//                       [tee_bound:u8 (0|1)                   ; version 2 only
+//                        [id_object:blob (<= 1 KiB) encrypted_secret:blob (<= 1 KiB)]]
+//                       ; tee_bound = 1 (TPM leases, docs/tee-backends.md): the sealed box holds
+//                       ; capsule_key XOR TeeBoundMask(secret), and only the TPM that owns the
+//                       ; certified endorsement key and the quoting attestation key recovers
+//                       ; `secret` from the credential (TPM2_ActivateCredential). Version 1 is
+//                       ; written for unbound leases, version 2 for bound ones.
 //   usage_report     := magic:"MLCUSAGE" version:u32(=2; 1 is still read) capsule_id:u8[16]
 //                       license_id:str lease_id:u8[16] report_sequence:u64
 //                       core_signing_key:u8[32]
@@ -92,6 +99,17 @@ struct EvidenceRequest {
 std::vector<uint8_t> SerializeEvidenceRequest(const EvidenceRequest& request);
 Result<EvidenceRequest> ParseEvidenceRequest(std::span<const uint8_t> bytes);
 
+// The credential of a TEE-bound lease: TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET, each with its
+// 2-byte size prefix, made by the server for the TPM's EK and AK (server/evidence/tpm.h).
+inline constexpr uint64_t kMaxTeeBindingPartBytes = 1 << 10;
+struct TeeBinding {
+  std::vector<uint8_t> id_object;
+  std::vector<uint8_t> encrypted_secret;
+};
+// What the capsule key is XORed with inside a bound lease: keyed BLAKE2b-256(key = secret,
+// "mlcapsule/v1/tee-bound-lease").
+SecretBytes TeeBoundMask(const SecretBytes& secret);
+
 struct LeaseBody {
   CapsuleId capsule_id{};
   std::string license_id;
@@ -106,15 +124,18 @@ struct LeaseBody {
   PublicKey core_box_key{};
   PublicKey core_signing_key{};
   std::array<uint8_t, kSymmetricKeyBytes + kSealedBoxOverhead> wrapped_capsule_key{};
+  std::optional<TeeBinding> tee_binding;
 };
 struct Lease {
   LeaseBody body;
   PublicKey signer{};
   Signature signature{};
 };
-// Wraps `capsule_key` to body.core_box_key and signs with `signer`.
+// Wraps `capsule_key` to body.core_box_key and signs with `signer`. With body.tee_binding set,
+// `tee_secret` (the secret inside the credential) is required and masks the capsule key.
 Result<std::vector<uint8_t>> IssueLease(LeaseBody body, const SecretBytes& capsule_key,
-                                        const SigningKeyPair& signer);
+                                        const SigningKeyPair& signer,
+                                        const SecretBytes* tee_secret = nullptr);
 // Structure and limits only.
 Result<Lease> ParseLease(std::span<const uint8_t> bytes);
 // ParseLease + signer pinned in `header` + signature.

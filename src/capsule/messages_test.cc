@@ -206,6 +206,60 @@ TEST_F(MessagesTest, LeaseRoundTripAndKeyUnwrap) {
   EXPECT_FALSE(OpenSealed(GenerateBoxKeyPair(), body.wrapped_capsule_key).ok());
 }
 
+TEST_F(MessagesTest, TeeBoundLeaseCarriesTheCredentialAndMasksTheKey) {
+  LeaseFixture f;
+  std::vector<uint8_t> unbound = f.Issue(f.server);
+  uint32_t version = 0;
+  std::memcpy(&version, unbound.data() + 8, 4);
+  EXPECT_EQ(version, 1u);  // unbound leases keep version 1
+
+  f.body.tee_binding = TeeBinding{std::vector<uint8_t>(70, 0x11), std::vector<uint8_t>(258, 0x22)};
+  // A bound lease without the credential's secret cannot be issued.
+  Result<std::vector<uint8_t>> missing = IssueLease(f.body, f.capsule_key, f.server);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(Contains(missing.status(), "needs the secret")) << missing.status().ToString();
+
+  SecretBytes secret(32);
+  RandomBytes(secret.span());
+  Result<std::vector<uint8_t>> bytes = IssueLease(f.body, f.capsule_key, f.server, &secret);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  std::memcpy(&version, bytes->data() + 8, 4);
+  EXPECT_EQ(version, 2u);
+  Result<Lease> lease = ParseAndVerifyLease(*bytes, f.header);
+  ASSERT_TRUE(lease.ok()) << lease.status().ToString();
+  ASSERT_TRUE(lease->body.tee_binding.has_value());
+  EXPECT_EQ(lease->body.tee_binding->id_object, f.body.tee_binding->id_object);
+  EXPECT_EQ(lease->body.tee_binding->encrypted_secret, f.body.tee_binding->encrypted_secret);
+
+  // The box key alone yields the masked key; the secret's mask recovers the capsule key.
+  Result<SecretBytes> masked = OpenSealed(f.core_box, lease->body.wrapped_capsule_key);
+  ASSERT_TRUE(masked.ok()) << masked.status().ToString();
+  EXPECT_FALSE(ConstantTimeEqual(masked->span(), f.capsule_key.span()));
+  SecretBytes mask = TeeBoundMask(secret);
+  for (size_t i = 0; i < masked->size(); ++i) masked->data()[i] ^= mask.data()[i];
+  EXPECT_TRUE(ConstantTimeEqual(masked->span(), f.capsule_key.span()));
+
+  // Every byte of the binding is signed.
+  for (size_t i = 0; i < bytes->size(); ++i) {
+    std::vector<uint8_t> changed = *bytes;
+    changed[i] ^= 0x01;
+    EXPECT_FALSE(ParseAndVerifyLease(changed, f.header).ok()) << "byte " << i;
+  }
+  // A version-2 lease must say it is bound (tee_bound is the byte after the wrapped key).
+  const size_t bound_flag = bytes->size() - 32 - 64 - (4 + 258) - (4 + 70) - 1;
+  ASSERT_EQ((*bytes)[bound_flag], 1);
+  std::vector<uint8_t> flag_zero = *bytes;
+  flag_zero[bound_flag] = 0;
+  Result<Lease> unflagged = ParseLease(flag_zero);
+  ASSERT_FALSE(unflagged.ok());
+  EXPECT_TRUE(Contains(unflagged.status(), "tee_bound")) << unflagged.status().ToString();
+  // An oversized credential part is refused.
+  f.body.tee_binding->id_object.assign(kMaxTeeBindingPartBytes + 1, 0x33);
+  Result<std::vector<uint8_t>> oversize = IssueLease(f.body, f.capsule_key, f.server, &secret);
+  ASSERT_FALSE(oversize.ok());
+  EXPECT_TRUE(Contains(oversize.status(), "id_object")) << oversize.status().ToString();
+}
+
 TEST_F(MessagesTest, EveryLeaseByteFlipIsRejected) {
   LeaseFixture f;
   std::vector<uint8_t> bytes = f.Issue(f.server);

@@ -175,4 +175,68 @@ Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
   return WriteFile(path, compiler::SerializeTensorProto(tensor, name));
 }
 
+void AddTeeOptions(CLI::App* cmd, TeeArgs* a) {
+  cmd->add_option("--tee", a->tee,
+                  "The trusted core's TEE backend: software (default; a confined process), sgx "
+                  "(Gramine), snp, tdx (confidential VMs), tpm (TPM 2.0); docs/tee-backends.md")
+      ->check(CLI::IsMember({"software", "sgx", "snp", "tdx", "tpm"}));
+  cmd->add_option("--tee-dir", a->tee_dir,
+                  "sgx: Gramine's attestation directory (default /dev/attestation); snp, tdx: "
+                  "the configfs-tsm report directory (default /sys/kernel/config/tsm/report)");
+  cmd->add_option("--tpm", a->tpm,
+                  "tpm: the TPM, /dev/tpmrm0 (default) or tcp:HOST:PORT (swtpm's data port)");
+  cmd->add_option("--snp-vcek", a->snp_vcek,
+                  "snp: the VCEK certificate (DER, from AMD KDS) when the host supplies none")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--tpm-ek-chain", a->tpm_ek_chain,
+                  "tpm: an intermediate CA certificate of the TPM's EK, shipped with the evidence "
+                  "(repeatable)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--core-launcher", a->launcher,
+                  "Run the core through this command, e.g. \"gramine-sgx mlcapsule-core\" (the "
+                  "Gramine manifest fixes the core's arguments; `mlcapsule tee gramine-manifest`)");
+}
+
+Result<std::vector<std::string>> CorePlatformArgs(const TeeArgs& a) {
+  std::vector<std::string> args;
+  if (a.tee == "software") {
+    if (!a.tee_dir.empty() || !a.tpm.empty() || !a.snp_vcek.empty() || !a.tpm_ek_chain.empty())
+      return InvalidArgument(
+          "--tee-dir, --tpm, --snp-vcek and --tpm-ek-chain need a hardware --tee backend");
+    return args;
+  }
+  args = {"--platform", a.tee};
+  if (!a.tpm.empty() || !a.tpm_ek_chain.empty()) {
+    if (a.tee != "tpm") return InvalidArgument("--tpm and --tpm-ek-chain need --tee tpm");
+  }
+  if (!a.snp_vcek.empty() && a.tee != "snp") return InvalidArgument("--snp-vcek needs --tee snp");
+  if (!a.tee_dir.empty()) {
+    if (a.tee == "sgx") {
+      args.insert(args.end(), {"--attestation-dir", a.tee_dir});
+    } else if (a.tee == "snp" || a.tee == "tdx") {
+      args.insert(args.end(), {"--tsm-root", a.tee_dir});
+    } else {
+      return InvalidArgument("--tee-dir needs --tee sgx, snp or tdx");
+    }
+  }
+  if (!a.tpm.empty()) args.insert(args.end(), {"--tpm", a.tpm});
+  for (const std::string& file : a.tpm_ek_chain) args.insert(args.end(), {"--tpm-ek-chain", file});
+  if (!a.snp_vcek.empty()) args.insert(args.end(), {"--snp-vcek", a.snp_vcek});
+  return args;
+}
+
+std::vector<std::string> CoreLauncher(const TeeArgs& a) {
+  std::vector<std::string> words;
+  std::string word;
+  for (char c : a.launcher + " ") {
+    if (c == ' ') {
+      if (!word.empty()) words.push_back(std::move(word));
+      word.clear();
+    } else {
+      word += c;
+    }
+  }
+  return words;
+}
+
 }  // namespace mlcapsule::cli

@@ -68,6 +68,23 @@ void PrintTensorPreview(const std::string& name, const engine::Tensor& tensor);
 Status WriteTensorFile(const std::string& path, const engine::Tensor& tensor,
                        const std::string& name);
 
+// ---- the trusted core's TEE backend (docs/tee-backends.md) ---------------------------------
+
+struct TeeArgs {
+  std::string tee = "software";  // software | sgx | snp | tdx | tpm
+  std::string tee_dir;           // sgx: Gramine's attestation dir; snp/tdx: configfs-tsm root
+  std::string tpm;               // tpm: /dev/tpmrm0 or tcp:HOST:PORT
+  std::string snp_vcek;          // snp: VCEK (DER) when the host supplies no certificates
+  std::vector<std::string> tpm_ek_chain;
+  std::string launcher;  // e.g. "gramine-sgx mlcapsule-core" (split on spaces)
+};
+// --tee, --tee-dir, --tpm, --snp-vcek, --tpm-ek-chain, --core-launcher.
+void AddTeeOptions(CLI::App* cmd, TeeArgs* a);
+// The core's arguments for the backend ({"--platform", "tpm", "--tpm", ...}), and the launcher
+// split into words; errors name the option that does not fit the backend.
+Result<std::vector<std::string>> CorePlatformArgs(const TeeArgs& a);
+std::vector<std::string> CoreLauncher(const TeeArgs& a);
+
 void AddConformanceCommand(CLI::App& app);
 void AddLabCommand(CLI::App& app);
 // `mlcapsule lab ...` runs mlcapsule-lab from beside this executable (returns only on failure).
@@ -79,6 +96,7 @@ void AddCapsuleCommands(CLI::App& app);
 void AddServeCommand(CLI::App& app);      // serve (loopback HTTP endpoint)
 void AddServerCommands(CLI::App& app);    // server (license server), admin
 void AddEvidenceCommand(CLI::App& app);   // evidence verify
+void AddTeeCommand(CLI::App& app);        // tee gramine-manifest
 void AddWatermarkCommand(CLI::App& app);  // watermark verify
 
 }  // namespace mlcapsule::cli

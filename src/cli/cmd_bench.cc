@@ -35,6 +35,7 @@ struct BenchOptions {
   bool profile = false;
   // Capsules only.
   std::string state, lease, baseline, core_binary;
+  TeeArgs tee;
   int distinct = 1;
 };
 
@@ -169,6 +170,12 @@ void RunCapsuleBench(const BenchOptions& o) {
   options.state_dir = o.state.empty() ? o.model + ".state" : o.state;
   options.threads = o.threads;
   options.core_binary = o.core_binary;
+  options.launcher = CoreLauncher(o.tee);
+  if (auto args = CorePlatformArgs(o.tee); args.ok()) {
+    options.platform_args = std::move(args).value();
+  } else {
+    return SetExitCode(ReportError(args.status()));
+  }
   auto open_start = std::chrono::steady_clock::now();
   auto client = host::Client::Open(o.model, options);
   if (!client.ok()) return SetExitCode(ReportError(client.status()));
@@ -325,6 +332,7 @@ void AddBenchCommand(CLI::App& app) {
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--core", options.core_binary,
                   "Capsules: the mlcapsule-core binary (default: beside this executable)");
+  AddTeeOptions(cmd, &options.tee);
   cmd->footer(
       "Prints one JSON line: engine, model, batch, threads, median_ms, p10_ms, p90_ms, "
       "throughput_per_s, ...");

@@ -230,6 +230,7 @@ struct ClientArgs {
   std::string state;
   int threads = 1;
   std::string core_binary;
+  TeeArgs tee;
 };
 
 void AddClientOptions(CLI::App* cmd, ClientArgs* a) {
@@ -241,6 +242,7 @@ void AddClientOptions(CLI::App* cmd, ClientArgs* a) {
       ->check(CLI::Range(1, 256));
   cmd->add_option("--core", a->core_binary,
                   "Path of the mlcapsule-core binary (default: beside this executable)");
+  AddTeeOptions(cmd, &a->tee);
 }
 
 Result<std::unique_ptr<host::Client>> OpenClient(const ClientArgs& a) {
@@ -249,6 +251,8 @@ Result<std::unique_ptr<host::Client>> OpenClient(const ClientArgs& a) {
   options.state_dir = a.state.empty() ? a.capsule + ".state" : a.state;
   options.threads = a.threads;
   options.core_binary = a.core_binary;
+  MLC_ASSIGN_OR_RETURN(options.platform_args, CorePlatformArgs(a.tee));
+  options.launcher = CoreLauncher(a.tee);
   return host::Client::Open(a.capsule, options);
 }
 

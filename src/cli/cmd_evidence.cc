@@ -1,7 +1,8 @@
 // `mlcapsule evidence verify`: checks one piece of TEE evidence (an SGX or TDX quote with Intel
-// collateral, an SEV-SNP report with its VCEK, or software evidence) the way the license server
-// does, optionally against a capsule policy, and prints the verdict as JSON. The evidence files
-// are untrusted; the trust anchors are the vendors' roots compiled into the binary.
+// collateral, an SEV-SNP report with its VCEK, TPM evidence, or software evidence) the way the
+// license server does, optionally against a capsule policy, and prints the verdict as JSON. The
+// evidence files are untrusted; the trust anchors are the vendors' roots compiled into the binary
+// and, for TPM evidence, the EK CA certificates given with --tpm-ek-ca (none are compiled in).
 #include <cstdio>
 #include <ctime>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "capsule/policy.h"
 #include "cli/cli_common.h"
 #include "server/evidence/evidence.h"
+#include "server/evidence/openssl_util.h"
 
 namespace mlcapsule::cli {
 namespace {
@@ -30,6 +32,7 @@ struct EvidenceOptions {
   std::string evidence;
   std::string collateral;
   std::string certs;
+  std::string tpm_ek_ca;
   std::optional<int64_t> at;
   std::string policy;
   std::string report_data;
@@ -37,6 +40,20 @@ struct EvidenceOptions {
 
 std::span<const uint8_t> Bytes(const std::string& text) {
   return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
+}
+
+// The DER of every certificate in a PEM bundle, or of one DER certificate.
+Result<std::vector<std::vector<uint8_t>>> LoadCertificates(const std::string& text,
+                                                           const std::string& what) {
+  if (!text.empty() && static_cast<uint8_t>(text[0]) == 0x30) {
+    MLC_ASSIGN_OR_RETURN(evidence::X509Ptr cert, evidence::ParseDerCertificate(Bytes(text), what));
+    return std::vector<std::vector<uint8_t>>{evidence::CertificateDer(cert.get())};
+  }
+  MLC_ASSIGN_OR_RETURN(std::vector<std::vector<uint8_t>> blocks,
+                       evidence::PemCertificateBlocks(text, what));
+  for (const std::vector<uint8_t>& der : blocks)
+    MLC_RETURN_IF_ERROR(evidence::ParseDerCertificate(der, what).status());
+  return blocks;
 }
 
 void Usage(const std::string& message) {
@@ -70,8 +87,8 @@ void Report(const std::string& type, const Status& status, const evidence::Verdi
 
 void RunVerify(const EvidenceOptions& o) {
   capsule::EvidenceType type{};
-  if (!capsule::EvidenceTypeFromName(o.type, &type) || type == capsule::EvidenceType::kTpm)
-    return Usage("--type must be sgx, tdx, snp or software, not '" + o.type + "'");
+  if (!capsule::EvidenceTypeFromName(o.type, &type))
+    return Usage("--type must be sgx, tdx, snp, tpm or software, not '" + o.type + "'");
   const bool intel = type == capsule::EvidenceType::kSgx || type == capsule::EvidenceType::kTdx;
   if (intel && o.collateral.empty())
     return Usage("--type " + o.type + " needs --collateral (Intel collateral JSON)");
@@ -79,6 +96,8 @@ void RunVerify(const EvidenceOptions& o) {
     return Usage("--collateral applies to sgx and tdx evidence only");
   if (type != capsule::EvidenceType::kSnp && !o.certs.empty())
     return Usage("--certs (the VCEK) applies to snp evidence only");
+  if (type != capsule::EvidenceType::kTpm && !o.tpm_ek_ca.empty())
+    return Usage("--tpm-ek-ca applies to tpm evidence only");
   std::optional<capsule::ReportData> expected;
   if (!o.report_data.empty()) {
     capsule::ReportData data{};
@@ -103,7 +122,17 @@ void RunVerify(const EvidenceOptions& o) {
     rules = evidence::PolicyFor(*policy, type);
   }
 
-  const evidence::Verifier verifier(evidence::TrustAnchors::Pinned());
+  evidence::TrustAnchors anchors = evidence::TrustAnchors::Pinned();
+  if (!o.tpm_ek_ca.empty()) {
+    // Without --tpm-ek-ca the verifier refuses TPM evidence at ek_chain, saying so.
+    Result<std::string> ca_text = ReadFile(o.tpm_ek_ca, kMaxCertificateFileBytes);
+    if (!ca_text.ok()) return SetExitCode(ReportError(ca_text.status()));
+    Result<std::vector<std::vector<uint8_t>>> roots =
+        LoadCertificates(*ca_text, "--tpm-ek-ca " + o.tpm_ek_ca);
+    if (!roots.ok()) return SetExitCode(ReportError(roots.status()));
+    anchors.tpm_ek_roots = std::move(roots).value();
+  }
+  const evidence::Verifier verifier(std::move(anchors));
   Result<evidence::Verdict> verdict = Status(StatusCode::kInternal, "not verified");
   switch (type) {
     case capsule::EvidenceType::kSgx:
@@ -147,15 +176,15 @@ void AddEvidenceCommand(CLI::App& app) {
   static EvidenceOptions options;
   CLI::App* verify = evidence_cmd->add_subcommand(
       "verify",
-      "Verify an SGX/TDX quote, an SEV-SNP report or software evidence and print the verdict as "
-      "JSON (exit 0 accepted, 1 rejected, 2 usage)");
-  verify->add_option("--type", options.type, "Evidence type: sgx, tdx, snp or software")
+      "Verify an SGX/TDX quote, an SEV-SNP report, TPM evidence or software evidence and print "
+      "the verdict as JSON (exit 0 accepted, 1 rejected, 2 usage)");
+  verify->add_option("--type", options.type, "Evidence type: sgx, tdx, snp, tpm or software")
       ->required()
-      ->check(CLI::IsMember({"sgx", "tdx", "snp", "software"}));
+      ->check(CLI::IsMember({"sgx", "tdx", "snp", "tpm", "software"}));
   verify
       ->add_option("--evidence", options.evidence,
                    "Evidence file: the quote (sgx, tdx), the 1184-byte report or an evidence "
-                   "container (snp), or software evidence")
+                   "container (snp), the TPM evidence container (tpm), or software evidence")
       ->required()
       ->check(CLI::ExistingFile);
   verify
@@ -166,6 +195,11 @@ void AddEvidenceCommand(CLI::App& app) {
   verify
       ->add_option("--certs", options.certs,
                    "snp: the VCEK certificate (DER or PEM) that signed the report")
+      ->check(CLI::ExistingFile);
+  verify
+      ->add_option("--tpm-ek-ca", options.tpm_ek_ca,
+                   "tpm: the EK CA root certificates to trust (a PEM bundle, or one DER "
+                   "certificate); intermediates may be included. None are built in")
       ->check(CLI::ExistingFile);
   verify->add_option("--at", options.at,
                      "Verification time in Unix seconds (default: now); collateral and "

@@ -51,6 +51,7 @@ struct ServeOptions {
   std::string listen = "127.0.0.1:8080";
   int threads = 1;
   std::string core_binary;
+  TeeArgs tee;
   bool verbose = false;
 };
 
@@ -489,6 +490,12 @@ void RunServe(const ServeOptions& o) {
   options.state_dir = o.state.empty() ? o.model + ".state" : o.state;
   options.threads = o.threads;
   options.core_binary = o.core_binary;
+  options.launcher = CoreLauncher(o.tee);
+  if (auto args = CorePlatformArgs(o.tee); args.ok()) {
+    options.platform_args = std::move(args).value();
+  } else {
+    return SetExitCode(ReportError(args.status()));
+  }
   Result<std::unique_ptr<host::Client>> client = host::Client::Open(o.model, options);
   if (!client.ok()) return SetExitCode(ReportError(client.status().WithContext(o.model)));
   const host::CoreInfo& info = (*client)->info();
@@ -569,6 +576,7 @@ void AddServeCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--core", options->core_binary,
                   "The mlcapsule-core binary (default: beside this executable)");
+  AddTeeOptions(cmd, &options->tee);
   cmd->add_flag("-v,--verbose", options->verbose, "Log one line per request to stderr");
   cmd->callback([options] { RunServe(*options); });
 }

@@ -23,12 +23,23 @@
 #include "capsule/messages.h"
 #include "cli/cli_common.h"
 #include "host/license_client.h"
+#include "server/evidence/openssl_util.h"
 #include "server/http_server.h"
 #include "server/license_service.h"
 #include "server/server_keys.h"
 
 namespace mlcapsule::cli {
 namespace {
+
+// The DER certificates in a file: PEM blocks (one or more), or one DER certificate.
+Result<std::vector<std::vector<uint8_t>>> CertificatesFromPemOrDer(const std::string& text,
+                                                                   const std::string& path) {
+  if (text.find("-----BEGIN CERTIFICATE-----") != std::string::npos)
+    return server::evidence::PemCertificateBlocks(text, path);
+  std::span<const uint8_t> der(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  MLC_RETURN_IF_ERROR(server::evidence::ParseDerCertificate(der, path).status());
+  return std::vector<std::vector<uint8_t>>{std::vector<uint8_t>(der.begin(), der.end())};
+}
 
 using nlohmann::json;
 
@@ -43,6 +54,7 @@ struct ServerOptions {
   bool plaintext = false;
   std::string keys = "mlcapsule-server-keys";
   std::vector<std::string> intel_collateral;
+  std::vector<std::string> tpm_ek_ca;
   std::string intel_root_ca;
   uint32_t rate_per_minute = 600;
   int64_t nonce_seconds = 120;
@@ -85,6 +97,11 @@ Result<std::unique_ptr<server::LicenseService>> OpenService(const ServerOptions&
     MLC_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 4 << 20));
     MLC_ASSIGN_OR_RETURN(auto collateral, server::evidence::ParseIntelCollateral(text));
     options.intel_collateral.push_back(std::move(collateral));
+  }
+  for (const std::string& path : o.tpm_ek_ca) {
+    MLC_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 1 << 20));
+    MLC_ASSIGN_OR_RETURN(auto roots, CertificatesFromPemOrDer(text, path));
+    for (auto& der : roots) options.anchors.tpm_ek_roots.push_back(std::move(der));
   }
   if (!o.intel_root_ca.empty()) {
     MLC_ASSIGN_OR_RETURN(std::string der, ReadFile(o.intel_root_ca, 64 << 10));
@@ -492,6 +509,11 @@ void AddServerCommands(CLI::App& app) {
   cmd->add_option("--intel-collateral", o.intel_collateral,
                   "Intel PCS collateral (dcap-qvl JSON) for SGX/TDX quotes; repeatable, chosen by "
                   "FMSPC");
+  cmd->add_option("--tpm-ek-ca", o.tpm_ek_ca,
+                  "A CA (PEM or DER; a PEM file may hold several) that TPM endorsement-key "
+                  "certificates must chain to: the TPM vendors' roots, or swtpm's local CA in "
+                  "tests; repeatable. Without one, TPM evidence is refused (ek_chain)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--intel-root-ca", o.intel_root_ca,
                   "Replace the pinned Intel SGX Root CA (DER) - test PKIs only");
   cmd->add_option("--rate-limit", o.rate_per_minute, "Default requests per minute per license")

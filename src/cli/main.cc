@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   mlcapsule::cli::AddServeCommand(app);
   mlcapsule::cli::AddServerCommands(app);
   mlcapsule::cli::AddEvidenceCommand(app);
+  mlcapsule::cli::AddTeeCommand(app);
   mlcapsule::cli::AddWatermarkCommand(app);
   mlcapsule::cli::AddConformanceCommand(app);
   mlcapsule::cli::AddBenchCommand(app);

@@ -246,7 +246,7 @@ extern "C" {
 
 const char* mlc_status_name(mlc_status status) {
   const int code = EnumValue(status);
-  if (code < MLC_OK || code > MLC_ERR_INTERNAL) return "unknown";
+  if (code < MLC_OK || code > MLC_ERR_ABORTED) return "unknown";
   return mlcapsule::StatusCodeName(static_cast<StatusCode>(code));
 }
 

@@ -54,7 +54,8 @@ TEST(CApiBasics, VersionNamesAndSizes) {
   EXPECT_STREQ(mlc_status_name(MLC_ERR_INVALID_ARGUMENT), "invalid argument");
   EXPECT_STREQ(mlc_status_name(MLC_ERR_RESOURCE_EXHAUSTED), "resource exhausted");
   EXPECT_STREQ(mlc_status_name(MLC_ERR_INTERNAL), "internal error");
-  EXPECT_STREQ(mlc_status_name(static_cast<mlc_status>(12)), "unknown");
+  EXPECT_STREQ(mlc_status_name(MLC_ERR_UNAVAILABLE), "unavailable");
+  EXPECT_STREQ(mlc_status_name(static_cast<mlc_status>(14)), "unknown");
   EXPECT_EQ(mlc_dtype_size(MLC_DTYPE_FLOAT32), 4u);
   EXPECT_EQ(mlc_dtype_size(MLC_DTYPE_INT64), 8u);
   EXPECT_EQ(mlc_dtype_size(static_cast<mlc_dtype>(3)), 0u);

@@ -87,6 +87,8 @@ Result<std::unique_ptr<Client>> Client::Open(const std::string& capsule_path,
   process.core_binary = options.core_binary;
   process.state_dir = options.state_dir;
   process.core_threads = options.threads;
+  process.platform_args = options.platform_args;
+  process.launcher = options.launcher;
   MLC_ASSIGN_OR_RETURN(std::unique_ptr<CoreChannel> channel, StartProcessChannel(process));
   MLC_ASSIGN_OR_RETURN(std::string message, ReadCapsuleIntoOpenMessage(capsule_path));
   return OpenMessage(std::move(message), options, std::move(channel));

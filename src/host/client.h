@@ -51,6 +51,9 @@ struct ClientOptions {
   int threads = 1;
   Backend backend = Backend::kSoftware;
   std::string core_binary;  // "" = mlcapsule-core beside the running executable
+  // The core's TEE backend (ProcessChannelOptions): e.g. {"--platform", "tpm", "--tpm", SPEC}.
+  std::vector<std::string> platform_args;
+  std::vector<std::string> launcher;  // e.g. {"gramine-sgx", "mlcapsule-core"}
 };
 
 class Client {

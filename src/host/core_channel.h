@@ -33,7 +33,16 @@ class CoreChannel {
 struct ProcessChannelOptions {
   std::string core_binary;  // "" = mlcapsule-core beside the running executable
   std::string state_dir;    // the platform's files (sealing key, counter) live here
-  bool quiet = false;       // do not forward the core's stderr warnings
+  // The TEE backend and its options, passed to the core after --state: e.g. {"--platform",
+  // "tpm", "--tpm", "tcp:127.0.0.1:2321"} (docs/tee-backends.md; empty: the software TEE).
+  std::vector<std::string> platform_args;
+  // The core talks over its stdin/stdout instead of descriptor 3 (`--stdio`; Gramine hands the
+  // enclave only fds 0-2).
+  bool stdio = false;
+  // A command that runs the core for us, e.g. {"gramine-sgx", "mlcapsule-core"}: the manifest
+  // fixes the core's arguments, so none are added, and stdio is implied. Empty: run core_binary.
+  std::vector<std::string> launcher;
+  bool quiet = false;  // do not forward the core's stderr warnings
   // Threads the core computes with. While fewer than the machine's CPUs, the host polls for an
   // inference answer for up to about the last answer's time (at most 20 ms) before it blocks:
   // the wake-up of a blocked host costs tens of microseconds per query on a virtual machine, and

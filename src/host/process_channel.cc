@@ -17,9 +17,11 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -68,6 +70,26 @@ Result<std::string> FindCoreBinary(const ProcessChannelOptions& options) {
       kCoreBinaryName, candidate);
 }
 
+// The launcher's executable: a path, or a name looked up in PATH (the core gets no environment,
+// so the host resolves it).
+Result<std::string> FindOnPath(const std::string& name) {
+  if (name.find('/') != std::string::npos) {
+    if (IsExecutableFile(name)) return name;
+    return NotFound("the core launcher {} is not an executable file", name);
+  }
+  const char* path = std::getenv("PATH");
+  std::string_view rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  while (!rest.empty()) {
+    const size_t colon = rest.find(':');
+    std::string directory(rest.substr(0, colon));
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    if (directory.empty()) continue;
+    std::string candidate = directory + "/" + name;
+    if (IsExecutableFile(candidate)) return candidate;
+  }
+  return NotFound("the core launcher {} is not in PATH", name);
+}
+
 // "exited with status 3", "was killed by signal 31 (SIGSYS: ...)".
 std::string DescribeWaitStatus(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
@@ -94,7 +116,7 @@ class ProcessChannel final : public CoreChannel {
   Status CallGather(trusted::Call call, std::span<const std::span<const uint8_t>> pieces,
                     trusted::Reply* reply) override;
   std::string Describe() const override {
-    return fmt::format("software TEE (pid {}, {})", pid_, memory_backend_);
+    return fmt::format("{} TEE (pid {}, {})", backend_, pid_, memory_backend_);
   }
 
  private:
@@ -107,6 +129,7 @@ class ProcessChannel final : public CoreChannel {
   const pid_t pid_;
   int fd_;
   std::string memory_backend_ = "starting";
+  std::string backend_ = "software";
   bool reaped_ = false;
   std::string exit_;          // how the core ended, once reaped
   std::string gone_;          // set when the channel can no longer be used
@@ -166,6 +189,11 @@ Status ProcessChannel::AwaitHello() {
                               text.substr(0, 64));
   }
   memory_backend_ = text.substr(capsule::kCoreHelloPrefix.size());
+  // "<memory backend>; tee <backend>" (cores before the TEE backends sent only the first part).
+  if (const size_t tee = memory_backend_.find("; tee "); tee != std::string::npos) {
+    backend_ = memory_backend_.substr(tee + 6);
+    memory_backend_.resize(tee);
+  }
   return Status::Ok();
 }
 
@@ -240,21 +268,32 @@ ProcessChannel::~ProcessChannel() {
 Result<std::unique_ptr<CoreChannel>> StartProcessChannel(const ProcessChannelOptions& options) {
   if (options.state_dir.empty())
     return InvalidArgument("the software TEE needs a state directory (sealing key, counter)");
-  MLC_ASSIGN_OR_RETURN(std::string binary, FindCoreBinary(options));
+  std::string binary;
+  if (options.launcher.empty()) {
+    MLC_ASSIGN_OR_RETURN(binary, FindCoreBinary(options));
+  } else {
+    MLC_ASSIGN_OR_RETURN(binary, FindOnPath(options.launcher[0]));
+  }
 
   int sockets[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0)
     return IoError("socketpair failed: {}", std::strerror(errno));
   capsule::TuneCoreSocket(sockets[0]);
 
-  // The child gets its end as descriptor 3 (dup2 clears close-on-exec), /dev/null as stdin and
-  // stdout, and the host's stderr for its warnings unless quiet. Signals start at their defaults
-  // and unblocked, whatever the host's threads had.
+  // The child gets its end as descriptor 3 (dup2 clears close-on-exec), or as stdin and stdout
+  // with --stdio; /dev/null as stdin and stdout otherwise, and the host's stderr for its warnings
+  // unless quiet. Signals start at their defaults and unblocked, whatever the host's threads had.
+  const bool stdio = options.stdio || !options.launcher.empty();
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, sockets[1], 3);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  if (stdio) {
+    posix_spawn_file_actions_adddup2(&actions, sockets[1], 0);
+    posix_spawn_file_actions_adddup2(&actions, sockets[1], 1);
+  } else {
+    posix_spawn_file_actions_adddup2(&actions, sockets[1], 3);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  }
   if (options.quiet) posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
@@ -271,14 +310,26 @@ Result<std::unique_ptr<CoreChannel>> StartProcessChannel(const ProcessChannelOpt
                            POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
   // An empty environment: DNNL_*/OMP_*/LD_* settings of the host do not reach the core.
-  std::string state_dir = options.state_dir;
-  char fd_text[] = "3";
-  char fd_flag[] = "--fd";
-  char state_flag[] = "--state";
-  char* argv[] = {binary.data(), fd_flag, fd_text, state_flag, state_dir.data(), nullptr};
+  std::vector<std::string> args;
+  if (!options.launcher.empty()) {
+    args = options.launcher;
+  } else {
+    args = {binary};
+    if (stdio) {
+      args.push_back("--stdio");
+    } else {
+      args.insert(args.end(), {"--fd", "3"});
+    }
+    args.insert(args.end(), {"--state", options.state_dir});
+    args.insert(args.end(), options.platform_args.begin(), options.platform_args.end());
+  }
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   char* envp[] = {nullptr};
   pid_t pid = 0;
-  const int spawn_error = posix_spawn(&pid, binary.c_str(), &actions, &attributes, argv, envp);
+  const int spawn_error =
+      posix_spawn(&pid, binary.c_str(), &actions, &attributes, argv.data(), envp);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
   close(sockets[1]);

@@ -42,6 +42,7 @@ const char* CodeName(StatusCode code) {
     case StatusCode::kResourceExhausted:
       return "resource_exhausted";
     case StatusCode::kIoError:
+    case StatusCode::kUnavailable:
       return "unavailable";
     default:
       return "internal";

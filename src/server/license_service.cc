@@ -9,6 +9,7 @@
 #include "capsule/licensing.h"
 #include "capsule/messages.h"
 #include "capsule/policy.h"
+#include "server/evidence/tpm.h"
 
 namespace mlcapsule::server {
 
@@ -266,8 +267,8 @@ Result<json> LicenseService::Nonce(std::string_view token) {
               {"license_id", license.id}};
 }
 
-Result<std::string> LicenseService::VerifyHardwareEvidence(const capsule::EvidenceRequest& request,
-                                                           const CapsuleEntry& entry, int64_t now) {
+Result<evidence::Verdict> LicenseService::VerifyHardwareEvidence(
+    const capsule::EvidenceRequest& request, const CapsuleEntry& entry, int64_t now) {
   const evidence::IntelCollateral* collateral = nullptr;
   if (request.evidence_type == capsule::EvidenceType::kSgx ||
       request.evidence_type == capsule::EvidenceType::kTdx) {
@@ -300,7 +301,7 @@ Result<std::string> LicenseService::VerifyHardwareEvidence(const capsule::Eviden
       request.nonce, request.capsule_id, request.core_box_key, request.core_signing_key);
   MLC_RETURN_IF_ERROR(evidence::CheckPolicy(
       verdict, evidence::PolicyFor(entry.policy, request.evidence_type), &binding));
-  return verdict.Summary();
+  return verdict;
 }
 
 Result<json> LicenseService::Attest(std::string_view token, const json& body) {
@@ -366,8 +367,24 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
 
   std::string summary;
   const bool hardware = request.evidence_type != capsule::EvidenceType::kSoftware;
+  std::optional<capsule::TeeBoundKey> tee_bound;
   if (hardware) {
-    MLC_ASSIGN_OR_RETURN(summary, VerifyHardwareEvidence(request, *entry, now));
+    MLC_ASSIGN_OR_RETURN(evidence::Verdict verdict, VerifyHardwareEvidence(request, *entry, now));
+    summary = verdict.Summary();
+    if (request.evidence_type == capsule::EvidenceType::kTpm) {
+      // The quote proves the AK signed it and the EK certificate names a real TPM; only
+      // credential activation proves the AK lives in that TPM. The capsule key in the lease is
+      // masked by a secret that only that TPM can recover (docs/tee-backends.md).
+      capsule::SecretBytes secret(32);
+      capsule::RandomBytes(secret.span());
+      MLC_ASSIGN_OR_RETURN(evidence::TpmCredential credential,
+                           Context(evidence::MakeTpmCredential(verdict.tpm_ek_cert_der,
+                                                               verdict.ak_name, secret.span()),
+                                   "TPM credential"));
+      tee_bound = capsule::TeeBoundKey{capsule::TeeBinding{std::move(credential.id_object),
+                                                           std::move(credential.encrypted_secret)},
+                                       std::move(secret)};
+    }
   }
   capsule::LeaseTerms terms;
   terms.license_id = license.id;
@@ -381,9 +398,10 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
   MLC_ASSIGN_OR_RETURN(capsule::CheckedRequest checked,
                        capsule::CheckEvidenceRequest(bytes, entry->header, entry->policy, terms));
   if (!hardware) summary = checked.evidence_summary;
-  MLC_ASSIGN_OR_RETURN(std::vector<uint8_t> lease_bytes,
-                       capsule::IssueLeaseForRequest(checked, entry->header, entry->policy,
-                                                     entry->key, signer_, terms));
+  MLC_ASSIGN_OR_RETURN(
+      std::vector<uint8_t> lease_bytes,
+      capsule::IssueLeaseForRequest(checked, entry->header, entry->policy, entry->key, signer_,
+                                    terms, tee_bound ? &*tee_bound : nullptr));
   MLC_ASSIGN_OR_RETURN(capsule::Lease lease, capsule::ParseLease(lease_bytes));
   LeaseRecord record;
   record.lease_id = lease.body.lease_id;
@@ -413,7 +431,8 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
               {"issued_at", record.issued_at},
               {"expires_at", record.expires_at},
               {"chain_base_count", record.chain_base_count},
-              {"evidence", summary}};
+              {"evidence", summary},
+              {"tee_bound", tee_bound.has_value()}};
 }
 
 Result<json> LicenseService::Usage(std::string_view token, const json& body) {
@@ -693,7 +712,10 @@ int HttpStatusFor(const Status& status) {
     case StatusCode::kResourceExhausted:
       return 429;
     case StatusCode::kIoError:
+    case StatusCode::kUnavailable:
       return 503;
+    case StatusCode::kAborted:
+      return 409;
     case StatusCode::kInternal:
       return 500;
   }

@@ -101,8 +101,8 @@ class LicenseService {
   Result<LicenseRecord> LicenseForToken(std::string_view token, bool fresh);
   Status RateLimit(const LicenseRecord& license);
   Result<std::shared_ptr<const CapsuleEntry>> Capsule(const capsule::CapsuleId& id);
-  Result<std::string> VerifyHardwareEvidence(const capsule::EvidenceRequest& request,
-                                             const CapsuleEntry& entry, int64_t now);
+  Result<evidence::Verdict> VerifyHardwareEvidence(const capsule::EvidenceRequest& request,
+                                                   const CapsuleEntry& entry, int64_t now);
 
   std::unique_ptr<Store> store_;
   capsule::SecretBytes master_;

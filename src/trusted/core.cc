@@ -414,6 +414,14 @@ Status Core::InstallLease(std::span<const uint8_t> input, Reply* reply) {
   if (capsule_key.size() != capsule::kSymmetricKeyBytes)
     return PermissionDenied("the lease's wrapped capsule key has {} bytes, expected {}",
                             capsule_key.size(), capsule::kSymmetricKeyBytes);
+  if (b.tee_binding) {
+    // Bound to this TEE's hardware (a TPM's EK and AK): only it can recover the mask.
+    Result<SecretBytes> secret =
+        platform_->ActivateCredential(b.tee_binding->id_object, b.tee_binding->encrypted_secret);
+    if (!secret.ok()) return secret.status().WithContext("the lease is bound to a TEE credential");
+    SecretBytes mask = capsule::TeeBoundMask(*secret);
+    for (size_t i = 0; i < capsule_key.size(); ++i) capsule_key.data()[i] ^= mask.data()[i];
+  }
   std::vector<uint8_t> lease_bytes(input.begin(), input.end());
   // Decrypt and load first: a lease whose key does not open this capsule changes nothing.
   std::optional<capsule::Lease> previous = std::move(lease_);

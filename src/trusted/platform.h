@@ -42,6 +42,19 @@ class Platform {
   virtual Result<uint64_t> ReadCounter() = 0;
   virtual Result<uint64_t> IncrementCounter() = 0;
   virtual PlatformTime Now() = 0;
+  // TEE-bound key release (docs/tee-backends.md): a lease may carry a credential that only this
+  // TEE can open (TPM 2.0 credential activation: `id_object` is the TPM2B_ID_OBJECT and
+  // `encrypted_secret` the TPM2B_ENCRYPTED_SECRET, both with their 2-byte size prefix, made for
+  // this platform's attestation key and endorsement key). Returns the secret it protects. A
+  // backend without such a binding answers Unsupported, and the core refuses a lease that
+  // carries one.
+  virtual Result<capsule::SecretBytes> ActivateCredential(
+      std::span<const uint8_t> id_object, std::span<const uint8_t> encrypted_secret) {
+    (void)id_object;
+    (void)encrypted_secret;
+    return Unsupported("this TEE ({}) has no credential activation: the lease is bound to a TPM",
+                       capsule::EvidenceTypeName(evidence_type()));
+  }
 };
 
 }  // namespace mlcapsule::trusted

@@ -1,6 +1,6 @@
-// The Verifier's dispatch by evidence type (software, Intel sgx/tdx, AMD snp), the SNP evidence
-// container, and the Verdict's summary and JSON. The evidence bytes are untrusted; the trust
-// anchors are parsed once, here, from what the caller configured (TrustAnchors::Pinned() in
+// The Verifier's dispatch by evidence type (software, Intel sgx/tdx, AMD snp, tpm), the SNP
+// evidence container, and the Verdict's summary and JSON. The evidence bytes are untrusted; the
+// trust anchors are parsed once, here, from what the caller configured (TrustAnchors::Pinned() in
 // production).
 #include "server/evidence/evidence.h"
 
@@ -14,6 +14,7 @@
 #include "capsule/licensing.h"
 #include "server/evidence/intel_quote.h"
 #include "server/evidence/snp.h"
+#include "server/evidence/tpm.h"
 
 namespace mlcapsule::server::evidence {
 namespace {
@@ -74,7 +75,8 @@ std::vector<uint8_t> EncodeSnpEvidence(std::span<const uint8_t> report,
 }
 
 struct Verifier::Impl {
-  explicit Impl(TrustAnchors trust) : anchors(std::move(trust)), intel(anchors) {
+  explicit Impl(TrustAnchors trust)
+      : anchors(std::move(trust)), intel(anchors), tpm_roots(ParseTpmRoots(anchors)) {
     Result<SnpRoots> roots = ParseSnpRoots(anchors);
     if (roots.ok()) {
       snp_roots = std::move(roots).value();
@@ -86,6 +88,7 @@ struct Verifier::Impl {
   intel::IntelVerifier intel;
   SnpRoots snp_roots;
   Status snp_status;
+  TpmRoots tpm_roots;
 };
 
 Verifier::Verifier(TrustAnchors anchors) : impl_(std::make_unique<Impl>(std::move(anchors))) {}
@@ -114,7 +117,7 @@ Result<Verdict> Verifier::Verify(capsule::EvidenceType type, std::span<const uin
       return VerifySnpParts(parts.report, parts.vcek, now);
     }
     case capsule::EvidenceType::kTpm:
-      break;
+      return VerifyTpm(evidence, impl_->tpm_roots, now);
   }
   return Unsupported("unsupported_format: {} evidence cannot be verified",
                      capsule::EvidenceTypeName(type));
@@ -141,6 +144,10 @@ std::string Verdict::Summary() const {
   } else if (type == capsule::EvidenceType::kSnp) {
     out += fmt::format(", vmpl {}, policy 0x{:x}, reported tcb 0x{:016x}", vmpl, guest_policy,
                        reported_tcb);
+  } else if (type == capsule::EvidenceType::kTpm) {
+    out += fmt::format(", ek {}..., ak {}, firmware 0x{:016x}",
+                       ek_fingerprint.substr(0, std::min<size_t>(ek_fingerprint.size(), 8)),
+                       Short(ak_name), firmware_version);
   }
   return out;
 }
@@ -185,8 +192,14 @@ std::string Verdict::ToJson() const {
       out["reported_tcb"] = fmt::format("{:016x}", reported_tcb);
       out["chip_id"] = Hex(chip_id);
       break;
-    case capsule::EvidenceType::kSoftware:
     case capsule::EvidenceType::kTpm:
+      out["ek_fingerprint"] = ek_fingerprint;
+      out["ak_name"] = Hex(ak_name);
+      out["reset_count"] = reset_count;
+      out["restart_count"] = restart_count;
+      out["firmware_version"] = fmt::format("{:016x}", firmware_version);
+      break;
+    case capsule::EvidenceType::kSoftware:
       break;
   }
   return out.dump(-1, ' ', /*ensure_ascii=*/true, Json::error_handler_t::replace);

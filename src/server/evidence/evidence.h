@@ -2,8 +2,8 @@
 // (docs/dev/attestation-plan.md is the specification: layouts, check order, pitfalls). The
 // evidence, certificates and collateral are untrusted input; the only trust anchors are the
 // pinned roots (Intel SGX Root CA, AMD ARK/ASK Milan), compiled in, which a caller may replace
-// only explicitly (TrustAnchors, for a test PKI). Verification time is an input, never read from
-// the clock here.
+// only explicitly (TrustAnchors, for a test PKI), and the TPM EK CA roots the server is configured
+// with (none compiled in). Verification time is an input, never read from the clock here.
 //
 // Two steps, kept apart so each negative test fails at one predictable place:
 //   1. Verify*: signatures, chains, CRLs, collateral windows, TCB level -> a Verdict (what the
@@ -59,7 +59,10 @@ struct TrustAnchors {
   std::vector<uint8_t> intel_root_der;  // Intel SGX Root CA
   std::vector<uint8_t> amd_ark_der;     // ARK-Milan
   std::vector<uint8_t> amd_ask_der;     // ASK (SEV-Milan)
-  static TrustAnchors Pinned();         // the vendors' roots, compiled in
+  // TPM EK CA roots (DER), from the server's configuration (--tpm-ek-ca). None are pinned: TPM
+  // vendors each run their own CA, and which of them to trust is the provider's decision.
+  std::vector<std::vector<uint8_t>> tpm_ek_roots;
+  static TrustAnchors Pinned();  // the vendors' roots, compiled in (no TPM EK roots)
 };
 
 // What verified evidence proves. Fields a type does not have stay empty / zero.
@@ -90,6 +93,13 @@ struct Verdict {
   uint64_t guest_policy = 0;
   uint64_t reported_tcb = 0;
   std::vector<uint8_t> chip_id;  // 64 bytes
+  // TPM (server/evidence/tpm.h)
+  std::string ek_fingerprint;            // SHA-256 of the EK certificate's DER, lowercase hex
+  std::vector<uint8_t> ak_name;          // 0x000b || SHA-256(AK TPMT_PUBLIC), 34 bytes
+  uint32_t reset_count = 0;              // clockInfo, obfuscated by the TPM for the AK
+  uint32_t restart_count = 0;            // clockInfo, obfuscated by the TPM for the AK
+  uint64_t firmware_version = 0;         // obfuscated by the TPM for the AK
+  std::vector<uint8_t> tpm_ek_cert_der;  // for MakeTpmCredential (not in ToJson)
   // A one-line human summary ("sgx, mrenclave 33d8..., tcb ConfigurationAndSWHardeningNeeded").
   std::string Summary() const;
   // JSON object text: every field above, hex for bytes, plus "accepted" added by the caller.
@@ -110,8 +120,10 @@ class Verifier {
   explicit Verifier(TrustAnchors anchors);
   ~Verifier();
   // sgx / tdx: `evidence` is the quote, `collateral` required. snp: an EncodeSnpEvidence blob
-  // (or, from the CLI, see VerifySnpParts). software: ParseSoftwareEvidence's format; it proves
-  // nothing by itself (CheckPolicy refuses it unless the policy names "software").
+  // (or, from the CLI, see VerifySnpParts). tpm: a capsule::EncodeTpmEvidence blob checked
+  // against the anchors' tpm_ek_roots (server/evidence/tpm.h). software: ParseSoftwareEvidence's
+  // format; it proves nothing by itself (CheckPolicy refuses it unless the policy names
+  // "software").
   Result<Verdict> Verify(capsule::EvidenceType type, std::span<const uint8_t> evidence,
                          const IntelCollateral* collateral, int64_t now) const;
   Result<Verdict> VerifySnpParts(std::span<const uint8_t> report, std::span<const uint8_t> vcek_der,

@@ -24,9 +24,10 @@ namespace {
 // Allowed without conditions. Anything else fails with EPERM (or kills, see kKilled), so a
 // forgotten call shows up as a visible error rather than a silent success.
 constexpr const char* kAllowed[] = {
-    // I/O on descriptors the core already holds: the socket, stderr, the counter file.
+    // I/O on descriptors the core already holds: the socket, stderr, the counter file, the TPM
+    // connection and the attester's socket (poll: the TPM transport's response timeout).
     "read", "write", "readv", "writev", "pread64", "pwrite64", "recvmsg", "sendmsg", "recvfrom",
-    "sendto", "close", "lseek", "fsync", "fdatasync", "fstat", "newfstatat",
+    "sendto", "close", "lseek", "fsync", "fdatasync", "fstat", "newfstatat", "poll", "ppoll",
     // Memory: the allocator, oneDNN's JIT (mprotect to PROT_EXEC), and secret memory.
     "mmap", "munmap", "mprotect", "madvise", "mremap", "brk", "mlock", "munlock", "ftruncate",
     // Threads (OpenMP) and their synchronisation.

@@ -1,18 +1,11 @@
 // The software TEE's Platform (see software_platform.h for the formats and what they are worth).
-// Every file is opened in Create, relative to one descriptor of the state directory (so a rename
-// of the directory half-way cannot mix files from two places); after that the platform touches
+// Every file is opened in Create (tee/common/file_counter.h); after that the platform touches
 // only the counter file's descriptor.
 #include "tee/software/software_platform.h"
 
-#include <fcntl.h>
-#include <sodium.h>
-#include <sys/file.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -26,165 +19,7 @@ constexpr std::string_view kSealDomain = "mlcapsule/v1/software-seal";
 constexpr std::string_view kCounterDomain = "mlcapsule/v1/software-counter";
 constexpr size_t kSealKeyBytes = 32;
 
-// Closes a descriptor on every path.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-  void reset(int fd) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-
- private:
-  int fd_;
-};
-
-std::string Errno() { return std::strerror(errno); }
-
-template <typename... Args>
-Status PermissionDenied(fmt::format_string<Args...> format, Args&&... args) {
-  return Status(StatusCode::kPermissionDenied, fmt::format(format, std::forward<Args>(args)...));
-}
-
-Status WriteAll(int fd, const uint8_t* data, size_t size, const std::string& path) {
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = write(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return IoError("cannot write {}: {}", path, Errno());
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
-Status ReadExactly(int fd, uint8_t* data, size_t size, off_t offset, const std::string& path) {
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = pread(fd, data + done, size - done, offset + static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return IoError("cannot read {}: {}", path, Errno());
-    if (n == 0) return DataLoss("{} is truncated at {} bytes ({} expected)", path, done, size);
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
-// Creates `name` in `dir_fd` with exactly `bytes`, atomically: written and synced under a
-// temporary name, then linked into place (link fails if another process created it first, in
-// which case *existed is set and nothing is replaced).
-Status CreateFileAtomically(int dir_fd, const std::string& dir, std::string_view name,
-                            std::span<const uint8_t> bytes, bool* existed) {
-  *existed = false;
-  const std::string final_name(name);
-  const std::string temp_name = final_name + ".tmp." + std::to_string(getpid());
-  const std::string temp_path = dir + "/" + temp_name;
-  (void)unlinkat(dir_fd, temp_name.c_str(), 0);  // left over from a crash of this pid
-  Fd fd(openat(dir_fd, temp_name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-               0600));
-  if (fd.get() < 0) return IoError("cannot create {}: {}", temp_path, Errno());
-  Status status = WriteAll(fd.get(), bytes.data(), bytes.size(), temp_path);
-  if (status.ok() && fsync(fd.get()) != 0)
-    status = IoError("cannot sync {}: {}", temp_path, Errno());
-  if (status.ok() && linkat(dir_fd, temp_name.c_str(), dir_fd, final_name.c_str(), 0) != 0) {
-    if (errno == EEXIST) {
-      *existed = true;
-    } else {
-      status = IoError("cannot create {}/{}: {}", dir, final_name, Errno());
-    }
-  }
-  (void)unlinkat(dir_fd, temp_name.c_str(), 0);
-  if (status.ok() && fsync(dir_fd) != 0) status = IoError("cannot sync {}: {}", dir, Errno());
-  return status;
-}
-
-Status FillRandom(std::span<uint8_t> out) {
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = getrandom(out.data() + done, out.size() - done, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return InternalError("getrandom failed: {}", Errno());
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
-// The 32-byte key in STATE/core-seal.key, created (0600) when missing.
-Result<capsule::SecretBytes> LoadOrCreateSealKeyFile(int dir_fd, const std::string& dir) {
-  const std::string path = dir + "/" + std::string(kSealKeyFileName);
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    Fd fd(openat(dir_fd, std::string(kSealKeyFileName).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (fd.get() < 0 && errno == ENOENT && attempt == 0) {
-      capsule::SecretBytes fresh(kSealKeyBytes);
-      MLC_RETURN_IF_ERROR(FillRandom(fresh.span()));
-      bool existed = false;
-      MLC_RETURN_IF_ERROR(
-          CreateFileAtomically(dir_fd, dir, kSealKeyFileName, fresh.span(), &existed));
-      if (!existed) return fresh;
-      continue;  // another core created it at the same moment: use theirs
-    }
-    if (fd.get() < 0) return IoError("cannot open the seal key file {}: {}", path, Errno());
-    struct stat info {};
-    if (fstat(fd.get(), &info) != 0) return IoError("cannot stat {}: {}", path, Errno());
-    if (!S_ISREG(info.st_mode)) return FailedPrecondition("{} is not a regular file", path);
-    if (info.st_uid != geteuid())
-      return PermissionDenied("{} belongs to uid {}, not to the core's uid {}", path, info.st_uid,
-                              geteuid());
-    if ((info.st_mode & 077) != 0)
-      return PermissionDenied(
-          "{} has mode {:04o}: group or others may access the sealing key; the key must be "
-          "treated as exposed (remove the state directory to start over, which loses sealed "
-          "state), or chmod 600 it if you know nobody read it",
-          path, info.st_mode & 07777);
-    if (static_cast<uint64_t>(info.st_size) != kSealKeyBytes)
-      return DataLoss("{} has {} bytes, expected {}", path, info.st_size, kSealKeyBytes);
-    capsule::SecretBytes key(kSealKeyBytes);
-    MLC_RETURN_IF_ERROR(ReadExactly(fd.get(), key.data(), key.size(), 0, path));
-    return key;
-  }
-  return InternalError("{} vanished while it was being created", path);
-}
-
-std::array<uint8_t, kCounterFileBytes> CounterRecord(const capsule::SecretBytes& counter_key,
-                                                     uint64_t value) {
-  std::array<uint8_t, kCounterFileBytes> record{};
-  std::memcpy(record.data(), kCounterMagic.data(), 8);
-  std::memcpy(record.data() + 8, &value, 8);  // little-endian (x86-64; the file is per machine)
-  capsule::SecretBytes check =
-      capsule::KeyedHash(counter_key, {std::span<const uint8_t>(record.data(), 16)});
-  std::memcpy(record.data() + 16, check.data(), 32);
-  return record;
-}
-
 }  // namespace
-
-Result<capsule::Digest> HashFile(const std::string& path) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return IoError("cannot open {}: {}", path, Errno());
-  crypto_generichash_state state;
-  crypto_generichash_init(&state, nullptr, 0, 32);
-  std::vector<uint8_t> buffer(1 << 20);
-  for (;;) {
-    ssize_t n = read(fd.get(), buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return IoError("cannot read {}: {}", path, Errno());
-    if (n == 0) break;
-    crypto_generichash_update(&state, buffer.data(), static_cast<size_t>(n));
-  }
-  capsule::Digest digest{};
-  crypto_generichash_final(&state, digest.data(), digest.size());
-  return digest;
-}
 
 Result<std::unique_ptr<SoftwarePlatform>> SoftwarePlatform::Create(const std::string& state_dir) {
   MLC_RETURN_IF_ERROR(capsule::InitCrypto());
@@ -195,70 +30,29 @@ Result<std::unique_ptr<SoftwarePlatform>> SoftwarePlatform::Create(const std::st
 Result<std::unique_ptr<SoftwarePlatform>> SoftwarePlatform::CreateWithMeasurement(
     const std::string& state_dir, const capsule::Digest& measurement) {
   MLC_RETURN_IF_ERROR(capsule::InitCrypto());
-  if (state_dir.empty()) return InvalidArgument("the core's state directory is not set");
-  if (mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return IoError("cannot create the state directory {}: {}", state_dir, Errno());
-  Fd dir_fd(open(state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.get() < 0)
-    return IoError("cannot open the state directory {}: {}", state_dir, Errno());
-
   std::unique_ptr<SoftwarePlatform> platform(new SoftwarePlatform());
   platform->measurement_ = measurement;
   MLC_ASSIGN_OR_RETURN(capsule::SecretBytes file_key,
-                       LoadOrCreateSealKeyFile(dir_fd.get(), state_dir));
+                       LoadOrCreateKeyFile(state_dir, kSealKeyFileName, kSealKeyBytes));
   platform->sealing_key_ = capsule::KeyedHash(file_key, {AsBytes(kSealDomain), measurement});
-  platform->counter_key_ = capsule::KeyedHash(file_key, {AsBytes(kCounterDomain)});
-
-  const std::string counter_path = state_dir + "/" + std::string(kCounterFileName);
-  const std::string counter_name(kCounterFileName);
-  Fd counter_fd(openat(dir_fd.get(), counter_name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
-  if (counter_fd.get() < 0 && errno == ENOENT) {
-    bool existed = false;
-    auto record = CounterRecord(platform->counter_key_, 0);
-    MLC_RETURN_IF_ERROR(
-        CreateFileAtomically(dir_fd.get(), state_dir, kCounterFileName, record, &existed));
-    counter_fd.reset(openat(dir_fd.get(), counter_name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
-  }
-  if (counter_fd.get() < 0)
-    return IoError("cannot open the counter file {}: {}", counter_path, Errno());
-  // One core per state directory: two would both bump the same counter.
-  if (flock(counter_fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK)
-      return FailedPrecondition("the state directory {} is in use by another mlcapsule-core",
-                                state_dir);
-    return IoError("cannot lock {}: {}", counter_path, Errno());
-  }
-  struct stat info {};
-  if (fstat(counter_fd.get(), &info) != 0)
-    return IoError("cannot stat {}: {}", counter_path, Errno());
-  if (!S_ISREG(info.st_mode)) return FailedPrecondition("{} is not a regular file", counter_path);
-  if (static_cast<uint64_t>(info.st_size) != kCounterFileBytes)
-    return DataLoss("the counter file {} has {} bytes, expected {}: it is corrupt", counter_path,
-                    info.st_size, kCounterFileBytes);
-  std::array<uint8_t, kCounterFileBytes> record{};
-  MLC_RETURN_IF_ERROR(ReadExactly(counter_fd.get(), record.data(), record.size(), 0, counter_path));
-  if (std::memcmp(record.data(), kCounterMagic.data(), 8) != 0)
-    return DataLoss("the counter file {} does not start with {}: it is corrupt", counter_path,
-                    kCounterMagic);
-  uint64_t value = 0;
-  std::memcpy(&value, record.data() + 8, 8);
-  const auto expected = CounterRecord(platform->counter_key_, value);
-  if (!capsule::ConstantTimeEqual(record, expected))
-    return DataLoss(
-        "the counter file {} fails its checksum: it was changed outside the core, or {} was "
-        "replaced; the rollback protection it gives cannot be trusted, so the core refuses to "
-        "start (remove the state directory to start over; sealed state is then lost)",
-        counter_path, kSealKeyFileName);
-  platform->counter_ = value;
-  platform->counter_fd_ = counter_fd.release();
+  MLC_ASSIGN_OR_RETURN(
+      platform->counter_,
+      FileCounter::Open(state_dir, capsule::KeyedHash(file_key, {AsBytes(kCounterDomain)})));
   return platform;
 }
 
-SoftwarePlatform::~SoftwarePlatform() {
-  if (counter_fd_ >= 0) close(counter_fd_);
-}
+SoftwarePlatform::~SoftwarePlatform() = default;
 
-Status SoftwarePlatform::Random(std::span<uint8_t> out) { return FillRandom(out); }
+Status SoftwarePlatform::Random(std::span<uint8_t> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return InternalError("getrandom failed: {}", std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
 
 Result<std::vector<uint8_t>> SoftwarePlatform::Evidence(const capsule::ReportData& report_data) {
   std::vector<uint8_t> evidence(kSoftwareEvidenceBytes);
@@ -270,26 +64,9 @@ Result<std::vector<uint8_t>> SoftwarePlatform::Evidence(const capsule::ReportDat
 
 Result<capsule::SecretBytes> SoftwarePlatform::SealingKey() { return sealing_key_.Clone(); }
 
-Result<uint64_t> SoftwarePlatform::ReadCounter() { return counter_; }
+Result<uint64_t> SoftwarePlatform::ReadCounter() { return counter_->value(); }
 
-Result<uint64_t> SoftwarePlatform::IncrementCounter() {
-  if (counter_ == UINT64_MAX) return ResourceExhausted("the monotonic counter is exhausted");
-  const uint64_t next = counter_ + 1;
-  const auto record = CounterRecord(counter_key_, next);
-  size_t done = 0;
-  while (done < record.size()) {
-    ssize_t n =
-        pwrite(counter_fd_, record.data() + done, record.size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return IoError("cannot write the monotonic counter: {}", Errno());
-    done += static_cast<size_t>(n);
-  }
-  while (fdatasync(counter_fd_) != 0) {
-    if (errno != EINTR) return IoError("cannot sync the monotonic counter: {}", Errno());
-  }
-  counter_ = next;
-  return next;
-}
+Result<uint64_t> SoftwarePlatform::IncrementCounter() { return counter_->Increment(); }
 
 trusted::PlatformTime SoftwarePlatform::Now() {
   struct timespec now {};

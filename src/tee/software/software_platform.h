@@ -6,17 +6,15 @@
 //                Shared libraries (oneDNN, libsodium, libc) are not measured.
 //   sealing key  keyed BLAKE2b-256(key = STATE/core-seal.key, "mlcapsule/v1/software-seal" ||
 //                measurement): a different binary derives a different key.
-//   counter      STATE/core-counter (grammar below), kept open and locked (flock) for the life of
-//                the platform; an increment is pwrite + fdatasync.
+//   counter      STATE/core-counter (tee/common/file_counter.h), kept open and locked (flock) for
+//                the life of the platform; an increment is pwrite + fdatasync.
 //   evidence     "MLCSWEV1" measurement:u8[32] report_data:u8[64], unsigned.
 //   time         CLOCK_REALTIME, reported as untrusted.
 //
 //   seal_key_file := key:u8[32]                       ; mode 0600, owned by the core's user
-//   counter_file  := magic:"MLCSWCT1" value:u64 check:u8[32]
-//                    ; check = keyed BLAKE2b-256(key = counter key, magic || value), where
-//                    ; counter key = keyed BLAKE2b-256(key = seal key file, "mlcapsule/v1/
-//                    ; software-counter"), which does not depend on the measurement, so an
-//                    ; upgraded core keeps (and cannot reset) the counter.
+//   counter key   := keyed BLAKE2b-256(key = seal key file, "mlcapsule/v1/software-counter"),
+//                    which does not depend on the measurement, so an upgraded core keeps (and
+//                    cannot reset) the counter.
 //
 // What this is worth (docs/core-protocol.md): anyone who can read STATE/core-seal.key (the user
 // who runs the core, and root) can derive the sealing key and forge evidence and counters. The
@@ -31,16 +29,14 @@
 #include <string>
 #include <string_view>
 
+#include "tee/common/file_counter.h"
 #include "trusted/platform.h"
 
 namespace mlcapsule::tee {
 
 inline constexpr std::string_view kSoftwareEvidenceMagic = "MLCSWEV1";
 inline constexpr size_t kSoftwareEvidenceBytes = 8 + 32 + 64;
-inline constexpr std::string_view kCounterMagic = "MLCSWCT1";
-inline constexpr size_t kCounterFileBytes = 8 + 8 + 32;
 inline constexpr std::string_view kSealKeyFileName = "core-seal.key";
-inline constexpr std::string_view kCounterFileName = "core-counter";
 
 class SoftwarePlatform final : public trusted::Platform {
  public:
@@ -68,12 +64,7 @@ class SoftwarePlatform final : public trusted::Platform {
 
   capsule::Digest measurement_{};
   capsule::SecretBytes sealing_key_;
-  capsule::SecretBytes counter_key_;
-  int counter_fd_ = -1;
-  uint64_t counter_ = 0;
+  std::unique_ptr<FileCounter> counter_;
 };
-
-// BLAKE2b-256 of a file's bytes (the measurement of /proc/self/exe).
-Result<capsule::Digest> HashFile(const std::string& path);
 
 }  // namespace mlcapsule::tee
