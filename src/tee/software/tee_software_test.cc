@@ -724,6 +724,56 @@ TEST_F(CoreProcessTest, StartsConfinedAndAnswersCallsBeforeOpenWithErrors) {
   EXPECT_EQ(errno, ESRCH);
 }
 
+// The Gramine wiring outside Gramine: the core on its stdin/stdout (--stdio) with the sgx
+// backend over a prepared attestation directory. Under sgx the core neither hardens itself nor
+// enters seccomp (Gramine implements neither; the enclave replaces them).
+TEST_F(CoreProcessTest, StdioChannelWithTheSgxBackend) {
+  const std::string attestation = dir_.Sub("attestation");
+  std::filesystem::create_directories(attestation + "/keys");
+  std::ofstream(attestation + "/attestation_type") << "dcap\n";
+  std::ofstream(attestation + "/user_report_data");
+  std::ofstream(attestation + "/keys/_sgx_mrenclave") << std::string(16, '\x5a');
+  host::ProcessChannelOptions options = Options();
+  options.stdio = true;
+  options.platform_args = {"--platform", "sgx", "--attestation-dir", attestation};
+  pid_t pid = -1;
+  {
+    auto channel = host::StartProcessChannel(options);
+    ASSERT_TRUE(channel.ok()) << channel.status().ToString();
+    const std::string description = (*channel)->Describe();
+    EXPECT_NE(description.find("sgx TEE (pid "), std::string::npos) << description;
+    pid = PidOf(description);
+    ASSERT_GT(pid, 0);
+    std::ifstream status_file("/proc/" + std::to_string(pid) + "/status");
+    std::stringstream status_text;
+    status_text << status_file.rdbuf();
+    EXPECT_NE(status_text.str().find("Seccomp:\t0"), std::string::npos) << status_text.str();
+    trusted::Reply reply;
+    Status report = (*channel)->Call(trusted::Call::kUsageReport, {}, &reply);
+    EXPECT_FALSE(report.ok());  // no capsule open: an error, over the stdio channel
+    EXPECT_EQ(kill(pid, 0), 0);
+  }
+  EXPECT_EQ(kill(pid, 0), -1);
+
+  // A hostile attestation directory: the start-up error reaches the host.
+  std::ofstream(attestation + "/attestation_type") << "epid\n";
+  options.quiet = true;
+  auto refused = host::StartProcessChannel(options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("epid"), std::string::npos)
+      << refused.status().ToString();
+}
+
+TEST_F(CoreProcessTest, UnknownBackendIsAUsageError) {
+  host::ProcessChannelOptions options = Options();
+  options.quiet = true;
+  options.platform_args = {"--platform", "enclave9000"};
+  auto refused = host::StartProcessChannel(options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("exited with status 2"), std::string::npos)
+      << refused.status().ToString();
+}
+
 TEST_F(CoreProcessTest, OverlongInputIsRefusedAndTheDeadCoreIsReported) {
   host::ProcessChannelOptions options = Options();
   options.quiet = true;  // the core's own message on stderr is expected here
