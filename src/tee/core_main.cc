@@ -54,6 +54,8 @@ constexpr const char* kUsage =
     "  --attestation-dir DIR  sgx: Gramine's attestation files (default /dev/attestation)\n"
     "  --tsm-root DIR         snp, tdx: configfs-tsm reports (default\n"
     "                         /sys/kernel/config/tsm/report)\n"
+    "  --tsm-entry NAME       snp, tdx: use this existing entry of a prepared (non-configfs)\n"
+    "                         --tsm-root instead of creating one (tests; refused on configfs)\n"
     "  --sev-guest PATH       snp: the legacy SEV guest device (default /dev/sev-guest)\n"
     "  --snp-vcek FILE        snp: the VCEK certificate (DER) when the host supplies none\n"
     "  --snp-seal-key-file    snp: sealing key from STATE/core-seal.key instead of the\n"
@@ -127,6 +129,8 @@ bool ParseArguments(int argc, char** argv, Arguments* args, std::string* problem
       args->platform.attestation_dir = value;
     } else if (flag == "--tsm-root") {
       args->platform.tsm_root = value;
+    } else if (flag == "--tsm-entry") {
+      args->platform.tsm_entry = value;
     } else if (flag == "--sev-guest") {
       args->platform.sev_guest = value;
     } else if (flag == "--snp-vcek") {

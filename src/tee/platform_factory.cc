@@ -32,6 +32,7 @@ Result<std::unique_ptr<cvm::TsmReporter>> MakeReporter(const PlatformOptions& op
   cvm::ReporterOptions reporter;
   reporter.kind = kind;
   reporter.tsm.root = options.tsm_root;
+  reporter.tsm.entry_name = options.tsm_entry;
   reporter.sev_guest_device = options.sev_guest;
   if (!options.use_attester) return cvm::MakeInProcessReporter(std::move(reporter));
   MLC_ASSIGN_OR_RETURN(auto attester,
@@ -80,6 +81,7 @@ Result<std::unique_ptr<trusted::Platform>> CreatePlatform(const PlatformOptions&
   if (backend == "snp") {
     cvm::SnpPlatformOptions snp;
     snp.tsm.root = options.tsm_root;
+    snp.tsm.entry_name = options.tsm_entry;
     snp.sev_guest_device = options.sev_guest;
     snp.vcek_file = options.snp_vcek;
     snp.state_dir = options.state_dir;
@@ -90,6 +92,7 @@ Result<std::unique_ptr<trusted::Platform>> CreatePlatform(const PlatformOptions&
   if (backend == "tdx") {
     cvm::TdxPlatformOptions tdx;
     tdx.tsm.root = options.tsm_root;
+    tdx.tsm.entry_name = options.tsm_entry;
     tdx.state_dir = options.state_dir;
     MLC_ASSIGN_OR_RETURN(tdx.reporter, MakeReporter(options, cvm::CvmKind::kTdx));
     return Upcast(cvm::TdxPlatform::Create(std::move(tdx)));

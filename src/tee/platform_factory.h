@@ -31,7 +31,8 @@ struct PlatformOptions {
   std::string state_dir;
   std::string attestation_dir = "/dev/attestation";        // sgx
   std::string tsm_root = "/sys/kernel/config/tsm/report";  // snp, tdx
-  std::string sev_guest = "/dev/sev-guest";                // snp (legacy ioctl, derived key)
+  std::string tsm_entry;  // snp, tdx: an existing entry of a prepared (non-configfs) root; tests
+  std::string sev_guest = "/dev/sev-guest";  // snp (legacy ioctl, derived key)
   std::string snp_vcek;             // snp: the VCEK (DER) when the host supplies no certificates
   bool seal_key_file = false;       // snp: sealing key from STATE instead of the derived key
   std::string tpm = "/dev/tpmrm0";  // tpm: a device path or tcp:HOST:PORT (swtpm)

@@ -764,6 +764,36 @@ TEST_F(CoreProcessTest, StdioChannelWithTheSgxBackend) {
       << refused.status().ToString();
 }
 
+// The snp backend in the real core: configfs-tsm work goes to an attester process the core
+// spawns before seccomp (a prepared report directory here; no SEV hardware, so the sealing key
+// comes from the state directory). The attester's answers are tested in tee/cvm.
+TEST_F(CoreProcessTest, SnpBackendSpawnsItsAttesterBeforeSeccomp) {
+  const std::string root = dir_.Sub("tsm");
+  std::filesystem::create_directories(root + "/entry");
+  std::ofstream(root + "/entry/provider") << "sev_guest\n";
+  host::ProcessChannelOptions options = Options();
+  options.platform_args = {"--platform",         "snp",   "--tsm-root",  root,
+                           "--tsm-entry",        "entry", "--sev-guest", dir_.Sub("no-sev-guest"),
+                           "--snp-seal-key-file"};
+  {
+    auto channel = host::StartProcessChannel(options);
+    ASSERT_TRUE(channel.ok()) << channel.status().ToString();
+    const std::string description = (*channel)->Describe();
+    EXPECT_NE(description.find("snp TEE (pid "), std::string::npos) << description;
+    const pid_t pid = PidOf(description);
+    ASSERT_GT(pid, 0);
+    std::ifstream status_file("/proc/" + std::to_string(pid) + "/status");
+    std::stringstream status_text;
+    status_text << status_file.rdbuf();
+    EXPECT_NE(status_text.str().find("Seccomp:\t2"), std::string::npos) << status_text.str();
+    // The attester is the core's child.
+    std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
+                           "/children");
+    pid_t child = 0;
+    EXPECT_TRUE(children >> child) << "the core has no attester child";
+  }
+}
+
 TEST_F(CoreProcessTest, UnknownBackendIsAUsageError) {
   host::ProcessChannelOptions options = Options();
   options.quiet = true;
