@@ -146,6 +146,16 @@ Digest Hash(std::initializer_list<std::span<const uint8_t>> parts) {
   return digest;
 }
 
+Digest Sha256(std::initializer_list<std::span<const uint8_t>> parts) {
+  crypto_hash_sha256_state state;
+  crypto_hash_sha256_init(&state);
+  for (std::span<const uint8_t> part : parts)
+    crypto_hash_sha256_update(&state, part.data(), part.size());
+  Digest digest{};
+  crypto_hash_sha256_final(&state, digest.data());
+  return digest;
+}
+
 SecretBytes KeyedHash(const SecretBytes& key,
                       std::initializer_list<std::span<const uint8_t>> parts) {
   assert(key.size() >= crypto_generichash_blake2b_KEYBYTES_MIN &&

@@ -94,6 +94,8 @@ void RandomBytes(std::span<uint8_t> out);
 // BLAKE2b over the concatenation of `parts` (no length framing: callers hash fixed-layout data).
 Digest Hash(std::initializer_list<std::span<const uint8_t>> parts);
 Digest64 Hash64(std::initializer_list<std::span<const uint8_t>> parts);
+// SHA-256 over the concatenation of `parts` (TPM structures are SHA-256; nothing else uses it).
+Digest Sha256(std::initializer_list<std::span<const uint8_t>> parts);
 // BLAKE2b-256 keyed with `key` (16..64 bytes): a MAC, or a key derived from `key` for the
 // purpose the parts name (hence a SecretBytes).
 SecretBytes KeyedHash(const SecretBytes& key,

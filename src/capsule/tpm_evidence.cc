@@ -15,16 +15,6 @@ namespace {
 
 constexpr std::string_view kWhat = "tpm evidence";
 
-std::array<uint8_t, 32> Sha256(std::initializer_list<std::span<const uint8_t>> parts) {
-  crypto_hash_sha256_state state;
-  crypto_hash_sha256_init(&state);
-  for (std::span<const uint8_t> part : parts)
-    crypto_hash_sha256_update(&state, part.data(), part.size());
-  std::array<uint8_t, 32> out{};
-  crypto_hash_sha256_final(&state, out.data());
-  return out;
-}
-
 // Every error of the parser starts with the verifier's check name, so the server can hand it on.
 Status ParseError(const Status& status) {
   return InvalidArgument("parse_error: {}", status.message());

@@ -16,33 +16,12 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/unique_fd.h"
 
 namespace mlcapsule::tee {
 namespace {
 
-// Closes a descriptor on every path.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-  void reset(int fd) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 std::string Errno() { return std::strerror(errno); }
 

@@ -3,6 +3,7 @@
 // exercises the production spawn, socket and framing. Hostile or dying helpers are forked
 // children speaking the frame format by hand. The vector tests skip when the vectors are absent.
 #include "tee/cvm/attester.h"
+#include "tee/cvm/cvm_test_util.h"
 
 #include <signal.h>
 #include <sys/socket.h>
@@ -27,55 +28,12 @@
 namespace mlcapsule::tee::cvm {
 namespace {
 
+using namespace ::mlcapsule::tee::cvm::testing;  // NOLINT: test helpers
+
 namespace fs = std::filesystem;
 namespace evidence = server::evidence;
 
 constexpr int64_t kNow = 1751328000;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "mlc-attester-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-std::vector<uint8_t> ReadBytes(const fs::path& path) {
-  const std::string text = ReadText(path);
-  return {text.begin(), text.end()};
-}
-void WriteFile(const fs::path& path, std::span<const uint8_t> bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-}
-void WriteFile(const fs::path& path, std::string_view text) { WriteFile(path, AsBytes(text)); }
-
-fs::path VectorsDir() {
-  const char* dir = std::getenv("MLCAPSULE_ATTEST_VECTORS");
-  return dir ? fs::path(dir) : fs::path();
-}
-
-void ExpectError(const Status& status, StatusCode code, std::string_view part) {
-  ASSERT_FALSE(status.ok()) << "succeeded; expected " << StatusCodeName(code) << ": " << part;
-  EXPECT_EQ(status.code(), code) << status.ToString();
-  EXPECT_NE(status.message().find(part), std::string::npos)
-      << "'" << status.message() << "' lacks '" << part << "'";
-}
 
 // A prepared configfs-tsm entry at ROOT/entry.
 void PrepareEntry(const std::string& root, std::string_view provider,

@@ -2,6 +2,7 @@
 // /dev/sev-guest request packing, response parsing and ioctl loop (BUSY, firmware errors, a
 // regular file answering ENOTTY). The vector tests skip when the vectors are absent.
 #include "tee/cvm/sev_guest.h"
+#include "tee/cvm/cvm_test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -14,32 +15,14 @@
 namespace mlcapsule::tee::cvm {
 namespace {
 
+using namespace ::mlcapsule::tee::cvm::testing;  // NOLINT: test helpers
+
 namespace fs = std::filesystem;
-
-std::vector<uint8_t> ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string bytes = text.str();
-  return {bytes.begin(), bytes.end()};
-}
-
-fs::path VectorsDir() {
-  const char* dir = std::getenv("MLCAPSULE_ATTEST_VECTORS");
-  return dir ? fs::path(dir) : fs::path();
-}
 
 #define REQUIRE_SNP_VECTORS()                                                                    \
   if (VectorsDir().empty() || !fs::exists(VectorsDir() / "go-sev-guest_snp_attestation.bin"))    \
   GTEST_SKIP() << "attestation vectors not found (MLCAPSULE_ATTEST_VECTORS); run through ctest " \
                   "with ../shared/attest-vectors present"
-
-void ExpectError(const Status& status, StatusCode code, std::string_view part) {
-  ASSERT_FALSE(status.ok()) << "succeeded; expected " << StatusCodeName(code) << ": " << part;
-  EXPECT_EQ(status.code(), code) << status.ToString();
-  EXPECT_NE(status.message().find(part), std::string::npos)
-      << "'" << status.message() << "' lacks '" << part << "'";
-}
 
 void PutLe32(std::vector<uint8_t>* bytes, size_t offset, uint32_t value) {
   std::memcpy(bytes->data() + offset, &value, 4);

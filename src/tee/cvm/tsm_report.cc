@@ -17,6 +17,7 @@
 #include <span>
 
 #include "base/bytes.h"
+#include "base/unique_fd.h"
 #include "capsule/crypto.h"
 
 namespace mlcapsule::tee::cvm {
@@ -27,25 +28,7 @@ constexpr uint32_t kMaxPrivlevel = 3;
 
 std::string Errno(int error) { return std::strerror(error); }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-  // Closes now and reports close's own error (configfs commits a binary attribute here).
-  int Close() {
-    const int rc = close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 // The entry directory of one request; removed when this object goes away if it was made here.
 class Entry {

@@ -2,6 +2,7 @@
 // bounds, every error naming its path, mkdir/rmdir of a real entry name, and the generation
 // checks driven by a FIFO emulator that counts as the kernel does.
 #include "tee/cvm/tsm_report.h"
+#include "tee/cvm/cvm_test_util.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -19,35 +20,9 @@
 namespace mlcapsule::tee::cvm {
 namespace {
 
+using namespace ::mlcapsule::tee::cvm::testing;  // NOLINT: test helpers
+
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "mlc-tsm-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-void WriteFile(const fs::path& path, std::string_view bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string AsText(const std::vector<uint8_t>& bytes) { return {bytes.begin(), bytes.end()}; }
 
@@ -77,13 +52,6 @@ TsmOptions Prepared(const std::string& root) {
   options.root = root;
   options.entry_name = "entry";
   return options;
-}
-
-void ExpectError(const Status& status, StatusCode code, std::string_view part) {
-  ASSERT_FALSE(status.ok()) << "succeeded; expected " << StatusCodeName(code) << ": " << part;
-  EXPECT_EQ(status.code(), code) << status.ToString();
-  EXPECT_NE(status.message().find(part), std::string::npos)
-      << "'" << status.message() << "' lacks '" << part << "'";
 }
 
 TEST(TsmReport, PreparedSnpEntry) {

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/bytes.h"
+#include "base/unique_fd.h"
 
 namespace mlcapsule::tee {
 namespace {
@@ -27,28 +28,7 @@ constexpr std::string_view kMrenclaveKeyFile = "keys/_sgx_mrenclave";
 constexpr size_t kMaxAttestationTypeBytes = 64;
 constexpr size_t kSgxSignatureDataLengthBytes = 4;
 
-// Closes a descriptor on every path.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd& operator=(Fd&&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-  // Closes now and reports close's own error (a pseudo-file may act on close).
-  int Close() {
-    const int fd = fd_;
-    fd_ = -1;
-    return close(fd);
-  }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 std::string Errno(int error) { return std::strerror(error); }
 

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "base/bytes.h"
+#include "base/unique_fd.h"
 #include "capsule/tpm_evidence.h"
 #include "tee/common/file_counter.h"
 
@@ -44,25 +45,7 @@ constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf
 
 std::string Errno() { return std::strerror(errno); }
 
-// Closes a descriptor on every path.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 // Memory ESYS returned (Esys_Free); WipeFree first wipes it (unsealed data, secrets).
 struct EsysFree {
@@ -99,15 +82,7 @@ std::string Decode(TSS2_RC rc) { return fmt::format("{} (0x{:x})", Tss2_RC_Decod
 
 std::string Hex32(uint32_t value) { return fmt::format("0x{:08x}", value); }
 
-std::array<uint8_t, 32> Sha256(std::initializer_list<std::span<const uint8_t>> parts) {
-  crypto_hash_sha256_state state;
-  crypto_hash_sha256_init(&state);
-  for (std::span<const uint8_t> part : parts)
-    crypto_hash_sha256_update(&state, part.data(), part.size());
-  std::array<uint8_t, 32> out{};
-  crypto_hash_sha256_final(&state, out.data());
-  return out;
-}
+using capsule::Sha256;
 
 void SleepMs(int64_t ms) {
   struct timespec delay {};
