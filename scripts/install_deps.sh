@@ -7,12 +7,13 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata
   libdnnl-dev
-  libfmt-dev nlohmann-json3-dev libcli11-dev
+  libfmt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   libsodium-dev libseccomp-dev libcpp-httplib-dev libssl-dev libsqlite3-dev
   libpqxx-dev postgresql-15 openssl curl ca-certificates
   python3-torch python3-torchvision python3-onnx python3-numpy dataset-fashion-mnist
   libtorch-dev libcairo2-dev zlib1g-dev fonts-dejavu-core
   libtss2-dev swtpm swtpm-tools
+  help2man dpkg-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -41,8 +41,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -su
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 DB="sqlite:$WORK/server.db"
 start_server() {
-  "$MLC" server --db "$DB" --keys keys --listen "127.0.0.1:$PORT" --tls-cert tls.crt \
-    --tls-key tls.key >>server.out 2>>server.err &
+  # Structured logs: the options go before or after the command's name (checked at the end).
+  "$MLC" --log-level info server --log-format json --db "$DB" --keys keys \
+    --listen "127.0.0.1:$PORT" --tls-cert tls.crt --tls-key tls.key >>server.out 2>>server.err &
   SERVER_PID=$!
   for _ in $(seq 100); do
     curl -s --cacert tls.crt "https://127.0.0.1:$PORT/v1/health" >/dev/null && return 0
@@ -105,8 +106,15 @@ out=$(run)
 check "offline run" 0 "$?"
 contains "offline message" "offline" "$(cat run.err)"
 start_server
-run >/dev/null
+"$MLC" run model.capsule --state state --server "$URL" --ca-cert tls.crt \
+  --license-file license.token -i x.npy --log-format json >/dev/null 2>run.err
 check "back online" 0 "$?"
+check "client JSON log" ok "$(python3 - <<'PY'
+import json
+events = [json.loads(line) for line in open("run.err") if line.strip()]
+print("ok" if any(e["event"] == "license.sync" for e in events) else "no license.sync in %s" % events)
+PY
+)"
 bill=$("${A[@]}" billing --customer bob)
 check "offline query billed after reconnect" 7 "$(echo "$bill" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lines"][0]["queries"])')"
 
@@ -153,5 +161,36 @@ PY
 check "OpenAPI lists every route" same "$routes"
 
 stop_server
+# The server's log (--log-format json): one JSON object per line with the fixed keys, the
+# attestations accepted and refused with the license id, the usage reports, the start line; and
+# no token anywhere.
+check "server JSON log" ok "$(python3 - "$(cat license.token)" "$ADMIN" <<'PY'
+import json, re, sys
+lines = [line for line in open("server.err") if line.strip()]
+problems = []
+events = []
+for line in lines:
+    try:
+        e = json.loads(line)
+    except ValueError:
+        problems.append("not JSON: " + line[:200])
+        continue
+    if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("time", "level", "msg", "component")):
+        problems.append("missing time/level/msg/component: " + line[:200])
+        continue
+    events.append(e)
+def has(event, **fields):
+    return any(e.get("event") == event and all(e.get(k) == v for k, v in fields.items()) for e in events)
+for event, fields in [("server.started", {"tls": True}), ("attest.accepted", {"license": "bob-1", "tee": "software"}),
+                      ("attest.refused", {"license": "bob-1"}), ("usage.recorded", {"license": "bob-1"}),
+                      ("usage.refused", {"status": 400}), ("server.stopped", {})]:
+    if not has(event, **fields): problems.append("no %s %s" % (event, fields))
+text = "".join(lines)
+for secret in sys.argv[1:]:
+    if secret and secret in text: problems.append("a token is in the log")
+if re.search(r"mlc(lic|adm)_[A-Za-z0-9_-]{8}", text): problems.append("a token-like string is in the log")
+print("ok" if not problems else "; ".join(problems[:5]))
+PY
+)"
 if [[ $failures -ne 0 ]]; then echo "license server: $failures checks failed"; exit 1; fi
 echo "license server: all checks passed"

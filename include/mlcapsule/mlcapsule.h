@@ -112,7 +112,8 @@ typedef struct mlc_options {
   /* Threads the core uses for inference: 1..256 (default 1). */
   int threads;
   /* Path of the mlcapsule-core executable; NULL or "": the one beside libmlcapsule.so, else the
-   * one beside the running program. */
+   * installed one (the bin directory beside the library's lib directory, e.g. /usr/bin for
+   * /usr/lib), else the one beside the running program. */
   const char* core_binary;
 } mlc_options;
 

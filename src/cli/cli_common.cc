@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/log.h"
 #include "compiler/onnx_import.h"
 
 namespace mlcapsule::cli {
@@ -29,7 +30,11 @@ int ExitCodeFor(const Status& status) {
 }
 
 int ReportError(const Status& status) {
+  // The plain line is the CLI's contract (scripts and tests match it); with --log-format json the
+  // failure is also an event, so that a JSON log holds it.
   std::fprintf(stderr, "mlcapsule: error: %s\n", status.message().c_str());
+  if (log::CurrentFormat() == log::Format::kJson)
+    log::Error("cli", "command.failed", status.message(), {{"exit", ExitCodeFor(status)}});
   return ExitCodeFor(status);
 }
 
@@ -93,7 +98,8 @@ bool ServeUntilSignal(const sigset_t& signals, const char* name,
   std::thread waiter([&] {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0 || done) return;
-    std::fprintf(stderr, "%s: %s, stopping\n", name, strsignal(signal_number));
+    log::Info(name, "stopping", fmt::format("{}, stopping", strsignal(signal_number)),
+              {{"signal", strsignal(signal_number)}});
     while (!done) {  // the server may not have entered its accept loop yet
       stop();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));

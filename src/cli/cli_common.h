@@ -52,8 +52,9 @@ Result<ListenAddress> ParseListenAddress(const std::string& text, bool loopback_
 sigset_t BlockStopSignals();
 
 // Runs `listen` (blocking) until it returns or SIGINT/SIGTERM arrives, then calls `stop` (until
-// `listen` returns). `signals` must be blocked in every thread already (pthread_sigmask before
-// any thread starts), so that no work runs in a signal handler. Returns what `listen` returned.
+// `listen` returns); the signal is logged as the `name` component's "stopping" event. `signals`
+// must be blocked in every thread already (pthread_sigmask before any thread starts), so that no
+// work runs in a signal handler. Returns what `listen` returned.
 bool ServeUntilSignal(const sigset_t& signals, const char* name,
                       const std::function<bool()>& listen, const std::function<void()>& stop);
 bool EndsWith(const std::string& s, const std::string& suffix);

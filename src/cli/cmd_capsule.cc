@@ -11,6 +11,7 @@
 
 #include "base/bytes.h"
 #include "base/file_util.h"
+#include "base/log.h"
 #include "base/sensitive_memory.h"
 #include "capsule/capsule_file.h"
 #include "capsule/crypto.h"
@@ -458,22 +459,32 @@ Status SyncWithServer(host::Client& client, const RunOptions& o, bool after_run)
     const host::CoreInfo& info = client.info();
     if (info.state != host::CoreStateKind::kReady || info.queries_used >= info.query_quota)
       return synced.status();
-    std::fprintf(stderr, "warning: %s; going on with the current lease (%llu of %llu used)\n",
-                 synced.status().message().c_str(),
-                 static_cast<unsigned long long>(info.queries_used),
-                 static_cast<unsigned long long>(info.query_quota));
+    log::Warn("run", "license.sync",
+              fmt::format("{}; going on with the current lease ({} of {} used)",
+                          synced.status().message(), info.queries_used, info.query_quota),
+              {{"online", true},
+               {"refused", synced.status().message()},
+               {"used", info.queries_used},
+               {"quota", info.query_quota}});
     return Status::Ok();
   }
   const host::SyncResult& sync = *synced;
   if (!sync.online) {
-    std::fprintf(stderr, "license server offline (%s): working offline within the lease\n",
-                 sync.offline_reason.c_str());
+    log::Warn("run", "license.sync",
+              fmt::format("license server offline ({}): working offline within the lease",
+                          sync.offline_reason),
+              {{"online", false}, {"reason", sync.offline_reason}});
     return Status::Ok();
   }
   if (sync.reported)
-    std::fprintf(stderr, "usage synced: %s, %llu queries billed\n", sync.report_outcome.c_str(),
-                 static_cast<unsigned long long>(sync.billed_queries));
-  if (sync.renewed) std::fprintf(stderr, "new lease: %s\n", sync.lease.dump().c_str());
+    log::Info(
+        "run", "license.sync",
+        fmt::format("usage synced: {}, {} queries billed", sync.report_outcome,
+                    sync.billed_queries),
+        {{"online", true}, {"outcome", sync.report_outcome}, {"billed", sync.billed_queries}});
+  // The attest answer without the lease bytes: ids, sequence, quota, expiry, evidence summary.
+  if (sync.renewed)
+    log::Info("run", "license.sync", "new lease", {{"online", true}, {"lease", sync.lease}});
   return Status::Ok();
 }
 
@@ -518,9 +529,11 @@ void RunRun(const RunOptions& o) {
     PrintTensorPreview(name, t);
   }
   const host::CoreInfo& info = c.info();
-  std::fprintf(stderr, "queries: %llu of %llu used under license %s\n",
-               static_cast<unsigned long long>(info.queries_used),
-               static_cast<unsigned long long>(info.query_quota), info.license_id.c_str());
+  log::Info(
+      "run", "run.queries",
+      fmt::format("queries: {} of {} used under license {}", info.queries_used, info.query_quota,
+                  info.license_id),
+      {{"license", info.license_id}, {"used", info.queries_used}, {"quota", info.query_quota}});
   if (!o.server.empty()) {
     if (Status s = SyncWithServer(c, o, /*after_run=*/true); !s.ok()) return Fail(s);
   }

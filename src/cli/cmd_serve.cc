@@ -26,6 +26,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
 #include "capsule/crypto.h"
 #include "capsule/tensor_wire.h"
 #include "cli/cli_common.h"
@@ -499,11 +500,15 @@ void RunServe(const ServeOptions& o) {
   Result<std::unique_ptr<host::Client>> client = host::Client::Open(o.model, options);
   if (!client.ok()) return SetExitCode(ReportError(client.status().WithContext(o.model)));
   const host::CoreInfo& info = (*client)->info();
-  std::fprintf(stderr, "mlcapsule serve: capsule %s (%s), %s, trusted core: %s\n",
-               capsule::CapsuleIdHex(info.capsule_id).c_str(),
-               (*client)->header().model_name.c_str(),
-               info.state == host::CoreStateKind::kReady ? "ready" : "needs a lease",
-               (*client)->DescribeBackend().c_str());
+  const std::string capsule_hex = capsule::CapsuleIdHex(info.capsule_id);
+  const char* lease_state = info.state == host::CoreStateKind::kReady ? "ready" : "needs a lease";
+  log::Info("serve", "serve.capsule",
+            fmt::format("capsule {} ({}), {}, trusted core: {}", capsule_hex,
+                        (*client)->header().model_name, lease_state, (*client)->DescribeBackend()),
+            {{"capsule", capsule_hex},
+             {"model", (*client)->header().model_name},
+             {"lease", lease_state},
+             {"core", (*client)->DescribeBackend()}});
   CapsuleEndpoint endpoint(std::move(client).value());
 
   httplib::Server server;
@@ -528,11 +533,19 @@ void RunServe(const ServeOptions& o) {
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
         SendError(res, 500, "internal", "internal error");
       });
-  if (o.verbose)
-    server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-      std::fprintf(stderr, "%s %s -> %d (%zu bytes in, %zu out)\n", req.method.c_str(),
-                   req.path.c_str(), res.status, req.body.size(), res.body.size());
-    });
+  // http.request: info with -v, debug otherwise; never the bodies (inputs and answers).
+  const log::Level request_level = o.verbose ? log::Level::kInfo : log::Level::kDebug;
+  server.set_logger([request_level](const httplib::Request& req, const httplib::Response& res) {
+    if (!log::Enabled(request_level)) return;
+    log::Write(request_level, "serve", "http.request",
+               fmt::format("{} {} -> {} ({} bytes in, {} out)", req.method, req.path.substr(0, 256),
+                           res.status, req.body.size(), res.body.size()),
+               {{"method", req.method},
+                {"path", req.path.substr(0, 256)},
+                {"status", res.status},
+                {"bytes_in", req.body.size()},
+                {"bytes_out", res.body.size()}});
+  });
   endpoint.Register(server);
 
   int port = address->port;
@@ -547,8 +560,7 @@ void RunServe(const ServeOptions& o) {
   std::printf("listening on http://%s:%d\n", address->url_host.c_str(), port);
   std::fflush(stdout);
   const bool served = ServeUntilSignal(
-      signals, "mlcapsule serve", [&] { return server.listen_after_bind(); },
-      [&] { server.stop(); });
+      signals, "serve", [&] { return server.listen_after_bind(); }, [&] { server.stop(); });
 
   Status closed = endpoint.Close();
   if (!closed.ok()) return SetExitCode(ReportError(closed));
@@ -577,7 +589,8 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--core", options->core_binary,
                   "The mlcapsule-core binary (default: beside this executable)");
   AddTeeOptions(cmd, &options->tee);
-  cmd->add_flag("-v,--verbose", options->verbose, "Log one line per request to stderr");
+  cmd->add_flag("-v,--verbose", options->verbose,
+                "Log every request (http.request events) at info level; they are debug otherwise");
   cmd->callback([options] { RunServe(*options); });
 }
 

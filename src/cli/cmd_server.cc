@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/log.h"
 #include "capsule/capsule_file.h"
 #include "capsule/crypto.h"
 #include "capsule/messages.h"
@@ -76,8 +77,9 @@ Status LoadKeys(const std::string& dir, capsule::SecretBytes* master,
   MLC_ASSIGN_OR_RETURN(*master, server::LoadMasterKey(dir + "/master.key", /*create=*/true));
   if (!std::filesystem::exists(dir + "/server.key")) {
     MLC_RETURN_IF_ERROR(capsule::WriteKeyPair(dir, "server", capsule::GenerateSigningKeyPair()));
-    std::fprintf(stderr, "mlcapsule server: made a lease signing key %s/server.key (+ .pub)\n",
-                 dir.c_str());
+    log::Info("server", "keys.created",
+              fmt::format("made a lease signing key {}/server.key (+ .pub)", dir),
+              {{"path", dir + "/server.key"}});
   }
   MLC_ASSIGN_OR_RETURN(*signer, capsule::ReadSecretKeyFile(dir + "/server.key"));
   return Status::Ok();
@@ -106,10 +108,11 @@ Result<std::unique_ptr<server::LicenseService>> OpenService(const ServerOptions&
   if (!o.intel_root_ca.empty()) {
     MLC_ASSIGN_OR_RETURN(std::string der, ReadFile(o.intel_root_ca, 64 << 10));
     options.anchors.intel_root_der.assign(der.begin(), der.end());
-    std::fprintf(stderr,
-                 "mlcapsule server: WARNING: Intel root of trust replaced by %s (test PKIs "
-                 "only; real SGX/TDX quotes will be refused)\n",
-                 o.intel_root_ca.c_str());
+    log::Warn("server", "trust.intel_root_replaced",
+              fmt::format("Intel root of trust replaced by {} (test PKIs only; real SGX/TDX "
+                          "quotes will be refused)",
+                          o.intel_root_ca),
+              {{"path", o.intel_root_ca}});
   }
   return server::LicenseService::Create(std::move(store), std::move(master), std::move(signer),
                                         std::move(options));
@@ -129,9 +132,11 @@ void RunServer(const ServerOptions& o) {
     auto token = (*service)->CreateAdminToken(o.create_admin_token);
     if (!token.ok()) return Fail(token.status());
     std::printf("%s\n", token->c_str());
-    std::fprintf(stderr,
-                 "admin token '%s' created; it is shown once (the server keeps only its hash)\n",
-                 o.create_admin_token.c_str());
+    log::Info("server", "admin_token.created",
+              fmt::format("admin token '{}' created; it is shown once (the server keeps only its "
+                          "hash)",
+                          o.create_admin_token),
+              {{"name", o.create_admin_token}});
     return SetExitCode(kExitOk);
   }
   server::HttpOptions http;
@@ -149,11 +154,31 @@ void RunServer(const ServerOptions& o) {
   std::printf("lease signer: %s (%s/server.pub)\n",
               capsule::ToHex((*service)->lease_signer()).c_str(), o.keys.c_str());
   std::fflush(stdout);
+  // The database URL may hold a password (postgresql://user:secret@host/db): log its kind only.
+  const std::string db_kind = o.db.rfind("sqlite:", 0) == 0 ? o.db : "postgresql";
+  log::Info("server", "server.started",
+            fmt::format("listening on {}://{}:{}", (*front)->tls() ? "https" : "http",
+                        address->url_host, (*front)->port()),
+            {{"address", address->url_host},
+             {"port", (*front)->port()},
+             {"tls", (*front)->tls()},
+             {"tls_cert", o.tls_cert},
+             {"db", db_kind},
+             {"keys", o.keys},
+             {"lease_signer", capsule::ToHex((*service)->lease_signer())},
+             {"threads", o.threads},
+             {"rate_limit", o.rate_per_minute},
+             {"intel_collateral", o.intel_collateral.size()},
+             {"tpm_ek_ca", o.tpm_ek_ca.size()}});
   server::HttpServer* running = front->get();
   const bool served = ServeUntilSignal(
-      signals, "mlcapsule server", [&] { return running->Run().ok(); }, [&] { running->Stop(); });
+      signals, "server", [&] { return running->Run().ok(); }, [&] { running->Stop(); });
   front->reset();
   service->reset();  // the report batcher drains before the store closes
+  if (served)
+    log::Info("server", "server.stopped", "stopped");
+  else
+    log::Error("server", "server.failed", "the HTTP server stopped with an error");
   SetExitCode(served ? kExitOk : kExitFailure);
 }
 
@@ -524,7 +549,8 @@ void AddServerCommands(CLI::App& app) {
   cmd->add_option("--threads", o.threads, "Connection threads (one per open connection)")
       ->check(CLI::Range(4, 4096))
       ->capture_default_str();
-  cmd->add_flag("--access-log", o.access_log, "Log one line per request to stderr");
+  cmd->add_flag("--access-log", o.access_log,
+                "Log every request (http.request events) at info level; they are debug otherwise");
   cmd->add_option("--create-admin-token", o.create_admin_token,
                   "Create an admin token with this name, print it once and exit (bootstrap)");
   cmd->callback([] { RunServer(o); });

@@ -146,8 +146,10 @@ void Snapshot(mlc_client* handle) {
   handle->outputs = info.outputs;
 }
 
-// mlcapsule-core beside this shared library, when it is there ("" otherwise: the host then
-// looks beside the running program).
+// mlcapsule-core beside this shared library (the build tree), else in the installed bin
+// directory relative to it (MLCAPSULE_LIBDIR_TO_BINDIR: "../bin" for lib/ and bin/, as
+// `cmake --install` and the Debian package lay them out), when it is there ("" otherwise: the
+// host then looks beside the running program).
 std::string CoreBesideLibrary() {
   Dl_info dl_info{};
   if (dladdr(reinterpret_cast<void*>(&mlc_api_version), &dl_info) == 0 ||
@@ -155,11 +157,17 @@ std::string CoreBesideLibrary() {
     return "";
   std::string path = dl_info.dli_fname;
   size_t slash = path.rfind('/');
-  std::string candidate =
-      (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + "mlcapsule-core";
-  struct stat st {};
-  if (::stat(candidate.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return "";
-  return candidate;
+  const std::string directory =
+      slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
+  std::vector<std::string> candidates = {directory + "mlcapsule-core"};
+#ifdef MLCAPSULE_LIBDIR_TO_BINDIR
+  candidates.push_back(directory + MLCAPSULE_LIBDIR_TO_BINDIR "/mlcapsule-core");
+#endif
+  for (const std::string& candidate : candidates) {
+    struct stat st {};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return candidate;
+  }
+  return "";
 }
 
 Status FillInfo(const std::vector<capsule::IoTensor>& list, size_t index, const char* what,

@@ -150,7 +150,7 @@ Status ParseAttackOptions(const json& o, const std::string& w, AttackConfig* a) 
       CheckKeys(o,
                 {"snapshot_passes", "snapshot_min_epochs", "snapshot_max_epochs", "sync_every",
                  "bandit_retrain", "jbda_seeds", "jbda_reservoir", "jbda_passes", "ff_passes",
-                 "ff_candidates", "ff_epsilon", "soft_labels"},
+                 "ff_candidates", "ff_epsilon", "soft_labels", "substitute"},
                 w));
   MLC_RETURN_IF_ERROR(Get(o, "snapshot_passes", &a->snapshot_passes, w));
   MLC_RETURN_IF_ERROR(Get(o, "snapshot_min_epochs", &a->snapshot_min_epochs, w));
@@ -164,6 +164,11 @@ Status ParseAttackOptions(const json& o, const std::string& w, AttackConfig* a) 
   MLC_RETURN_IF_ERROR(Get(o, "ff_candidates", &a->ff_candidates, w));
   MLC_RETURN_IF_ERROR(Get(o, "ff_epsilon", &a->ff_epsilon, w));
   MLC_RETURN_IF_ERROR(Get(o, "soft_labels", &a->soft_labels, w));
+  if (o.contains("substitute")) {
+    std::string arch;
+    MLC_RETURN_IF_ERROR(Get(o, "substitute", &arch, w));
+    MLC_ASSIGN_OR_RETURN(a->substitute, ParseArch(arch));
+  }
   return Status::Ok();
 }
 

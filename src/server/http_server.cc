@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/log.h"
 #include "capsule/messages.h"
 
 namespace mlcapsule::server {
@@ -135,10 +136,21 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(LicenseService* service,
   server->http_->set_keep_alive_timeout(30);
   server->http_->set_read_timeout(30, 0);
   server->http_->set_tcp_nodelay(true);
-  if (options.access_log)
-    server->http_->set_logger([](const httplib::Request& req, const httplib::Response& res) {
-      std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
-    });
+  // One http.request event per request: info with --access-log, debug otherwise. Never the
+  // headers (the Authorization header carries a token) nor the bodies.
+  const log::Level request_level = options.access_log ? log::Level::kInfo : log::Level::kDebug;
+  server->http_->set_logger(
+      [request_level](const httplib::Request& req, const httplib::Response& res) {
+        if (!log::Enabled(request_level)) return;
+        log::Write(request_level, "server", "http.request",
+                   fmt::format("{} {} {}", req.method, req.path.substr(0, 256), res.status),
+                   {{"method", req.method},
+                    {"path", req.path.substr(0, 256)},
+                    {"status", res.status},
+                    {"bytes_in", req.body.size()},
+                    {"bytes_out", res.body.size()},
+                    {"remote", req.remote_addr}});
+      });
   server->Routes();
   // cpp-httplib 0.11 listens with a backlog of 5 (compiled into the library): 64 clients
   // connecting at once overflow it (dropped handshakes, failed first requests). Keep the
@@ -206,7 +218,14 @@ void HttpServer::Routes() {
   });
   h.Post("/v1/usage", [s](const httplib::Request& req, httplib::Response& res) {
     auto body = ParseBody(req);
-    Reply(res, body.ok() ? s->Usage(BearerToken(req), *body) : Result<json>(body.status()));
+    Result<json> answer =
+        body.ok() ? s->Usage(BearerToken(req), *body) : Result<json>(body.status());
+    if (!answer.ok())
+      log::Warn("server", "usage.refused", "usage report refused",
+                {{"status", HttpStatusFor(answer.status())},
+                 {"reason", answer.status().message()},
+                 {"remote", req.remote_addr}});
+    Reply(res, answer);
   });
   h.Get("/v1/license", [s](const httplib::Request& req, httplib::Response& res) {
     Reply(res, s->LicenseStatus(BearerToken(req)));
@@ -215,8 +234,20 @@ void HttpServer::Routes() {
   // Admin API: admin token. Each handler authenticates first, then reads the body.
   auto admin = [s](auto&& body_fn) {
     return [s, body_fn](const httplib::Request& req, httplib::Response& res) {
-      if (Status a = s->CheckAdmin(BearerToken(req)); !a.ok()) return SendError(res, a);
+      if (Status a = s->CheckAdmin(BearerToken(req)); !a.ok()) {
+        log::Warn("server", "admin.refused", "admin request refused",
+                  {{"method", req.method},
+                   {"path", req.path.substr(0, 256)},
+                   {"remote", req.remote_addr},
+                   {"reason", a.message()}});
+        return SendError(res, a);
+      }
       body_fn(req, res);
+      // Changes made by an operator; the answer may hold a token (license add): not logged.
+      if (req.method == "POST" && res.status < 300)
+        log::Info(
+            "server", "admin.changed", fmt::format("admin {} {}", req.method, req.path),
+            {{"method", req.method}, {"path", req.path.substr(0, 256)}, {"status", res.status}});
     };
   };
   auto with_body = [](const httplib::Request& req, httplib::Response& res, auto&& fn) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <set>
 
+#include "base/log.h"
 #include "capsule/capsule_file.h"
 #include "capsule/licensing.h"
 #include "capsule/messages.h"
@@ -304,9 +305,58 @@ Result<evidence::Verdict> LicenseService::VerifyHardwareEvidence(
   return verdict;
 }
 
+// Every attestation is logged once, accepted (info) or refused (warn) with the reason; never the
+// token, the evidence bytes or the lease.
 Result<json> LicenseService::Attest(std::string_view token, const json& body) {
+  std::string license_id, evidence_type;
+  Result<json> answer = AttestAndRecord(token, body, &license_id, &evidence_type);
+  if (answer.ok()) {
+    const json& a = *answer;
+    log::Info("server", "attest.accepted", "attestation accepted, lease issued",
+              {{"license", license_id},
+               {"lease", a.value("lease_id", "")},
+               {"sequence", a.value("sequence", uint64_t{0})},
+               {"quota", a.value("query_quota", uint64_t{0})},
+               {"expires_at", a.value("expires_at", int64_t{0})},
+               {"tee", evidence_type},
+               {"evidence", a.value("evidence", "")},
+               {"tee_bound", a.value("tee_bound", false)}});
+  } else {
+    log::Fields fields = {{"license", license_id.empty() ? "unknown" : license_id},
+                          {"status", HttpStatusFor(answer.status())},
+                          {"reason", answer.status().message()}};
+    if (!evidence_type.empty()) fields["tee"] = evidence_type;
+    log::Warn("server", "attest.refused", "attestation refused", fields);
+  }
+  return answer;
+}
+
+void LicenseService::LogReport(const capsule::UsageReport& report, const ReportResult& result,
+                               std::string_view via) {
+  log::Fields fields = {{"license", report.license_id.substr(0, 128)},
+                        {"lease", Hex(report.lease_id)},
+                        {"report_sequence", report.report_sequence},
+                        {"to_count", report.to_count},
+                        {"outcome", ReportOutcomeName(result.outcome)},
+                        {"billed", result.billed_queries},
+                        {"alerts", report.alerts.size()},
+                        {"via", via}};
+  if (!result.detail.empty()) fields["detail"] = result.detail;
+  if (result.outcome == ReportOutcome::kFork) {
+    log::Warn("server", "alert.recorded",
+              "usage report forks the usage chain: alert raised, renewal blocked",
+              {{"license", report.license_id.substr(0, 128)},
+               {"kind", "fork"},
+               {"detail", result.detail}});
+  }
+  log::Info("server", "usage.recorded", "usage report recorded", fields);
+}
+
+Result<json> LicenseService::AttestAndRecord(std::string_view token, const json& body,
+                                             std::string* license_id, std::string* evidence_type) {
   const int64_t now = Now();
   MLC_ASSIGN_OR_RETURN(LicenseRecord license, LicenseForToken(token, /*fresh=*/true));
+  *license_id = license.id;
   MLC_ASSIGN_OR_RETURN(Body b, Body::Of(body, {"evidence_request"}));
   MLC_ASSIGN_OR_RETURN(std::string text, b.String("evidence_request",
                                                   Base64Length(capsule::kMaxEvidenceRequestBytes)));
@@ -314,6 +364,7 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
       std::vector<uint8_t> bytes,
       capsule::FromBase64(text, capsule::kMaxEvidenceRequestBytes, "evidence_request"));
   MLC_ASSIGN_OR_RETURN(capsule::EvidenceRequest request, capsule::ParseEvidenceRequest(bytes));
+  *evidence_type = capsule::EvidenceTypeName(request.evidence_type);
   MLC_RETURN_IF_ERROR(nonces_->Check(request.nonce, now));
   if (license.revoked)
     return PermissionDenied("license {} was revoked (at {})", license.id, license.revoked_at);
@@ -336,6 +387,7 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
     MLC_ASSIGN_OR_RETURN(
         ReportResult recorded,
         Context(batcher_->Record(*report, *request.usage_report), "attached usage report"));
+    LogReport(*report, recorded, "attest");
     if (recorded.outcome == ReportOutcome::kFork)
       return PermissionDenied(
           "renewal refused: the usage report forks the usage chain ({}); an alert was raised",
@@ -419,6 +471,8 @@ Result<json> LicenseService::Attest(std::string_view token, const json& body) {
     if (s.code() == StatusCode::kAlreadyExists && s.message().find("nonce") != std::string::npos) {
       (void)store_->RaiseAlert(license.id, "replay",
                                "an attestation reused nonce " + Hex(request.nonce), now);
+      log::Warn("server", "alert.recorded", "replayed attestation refused: alert raised",
+                {{"license", license.id}, {"kind", "replay"}, {"nonce", Hex(request.nonce)}});
       return PermissionDenied("the nonce was already used: a replayed attestation is refused");
     }
     return s;
@@ -447,6 +501,7 @@ Result<json> LicenseService::Usage(std::string_view token, const json& body) {
     return PermissionDenied("this token is for license {}, the report is for license {}",
                             license.id, report.license_id.substr(0, 128));
   MLC_ASSIGN_OR_RETURN(ReportResult result, batcher_->Record(report, bytes));
+  LogReport(report, result, "usage");
   if (result.outcome == ReportOutcome::kFork)
     return FailedPrecondition(
         "the usage report forks the usage chain ({}): recorded, not billed, "

@@ -101,6 +101,12 @@ class LicenseService {
   Result<LicenseRecord> LicenseForToken(std::string_view token, bool fresh);
   Status RateLimit(const LicenseRecord& license);
   Result<std::shared_ptr<const CapsuleEntry>> Capsule(const capsule::CapsuleId& id);
+  // Attest without the log line; sets *license_id and *evidence_type as soon as they are known.
+  Result<json> AttestAndRecord(std::string_view license_token, const json& body,
+                               std::string* license_id, std::string* evidence_type);
+  // Logs what the ledger made of a usage report (usage.recorded; alert.recorded for a fork).
+  void LogReport(const capsule::UsageReport& report, const ReportResult& result,
+                 std::string_view via);
   Result<evidence::Verdict> VerifyHardwareEvidence(const capsule::EvidenceRequest& request,
                                                    const CapsuleEntry& entry, int64_t now);
 
