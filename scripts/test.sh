@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's second command: set everything up, build, and run the default test tier
-# (unit, conformance and zoo tests; the slow and fuzz tiers are opt-in, see README).
+# (every tier but slow, fuzz and fresh-install, which are opt-in; see README).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install_deps.sh

@@ -16,6 +16,11 @@ expect_exit() { local want="$1"; shift; "$@" >"$T/out" 2>"$T/err"; local got=$?;
 expect_exit 0 "$BIN" keygen --out "$T/keys"
 [[ "$(stat -c %a "$T/keys/provider.key")" == 600 ]] || fail "provider.key must be mode 0600"
 expect_exit 1 "$BIN" keygen --out "$T/keys"  # never overwrites a key
+# --json: one object with the files written and the public key.
+expect_exit 0 "$BIN" keygen --out "$T/keys" --name j --json
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); assert d['kind']=='signing' and d['secret_key_file']=='$T/keys/j.key' and d['public_key_file']=='$T/keys/j.pub' and len(d['public_key'])==64, d" || fail "keygen JSON: $(cat "$T/out")"
+expect_exit 0 "$BIN" keygen --escrow --out "$T/keys" --json
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); assert d['kind']=='escrow' and d['secret_key_file']=='$T/keys/escrow.key' and len(d['public_key'])==64, d" || fail "keygen --escrow JSON: $(cat "$T/out")"
 cp "$T/keys/provider.key" "$T/loose.key"; chmod 644 "$T/loose.key"
 expect_exit 1 "$BIN" pack "$M/model.onnx" --key "$T/loose.key" --policy "$SRC/examples/policies/probabilities.json" --out "$T/x.capsule"
 grep -q "chmod 600" "$T/err" || fail "the loose key error should say chmod 600"
@@ -31,6 +36,8 @@ cat > "$T/policy.json" <<'JSON'
 JSON
 expect_exit 0 "$BIN" pack "$M/model.onnx" --key "$T/keys/provider.key" --policy "$T/policy.json" --out "$T/m.capsule"
 [[ "$(stat -c %a "$T/m.capsule.key")" == 600 ]] || fail "capsule key file must be mode 0600"
+expect_exit 0 "$BIN" pack "$M/model.onnx" --key "$T/keys/provider.key" --policy "$T/policy.json" --out "$T/j.capsule" --json
+/usr/bin/python3 -c "import json,os; d=json.load(open('$T/out')); assert d['capsule_file']=='$T/j.capsule' and d['capsule_key_file']=='$T/j.capsule.key' and d['capsule_bytes']==os.path.getsize('$T/j.capsule') and len(d['capsule_id'])>0 and d['output_mode']=='probabilities' and d['plan_bytes']>0, d" || fail "pack JSON: $(cat "$T/out")"
 
 # verify: exit 0 only if intact.
 expect_exit 0 "$BIN" verify "$T/m.capsule"
@@ -43,6 +50,11 @@ expect_exit 1 "$BIN" verify "$T/tampered.capsule"
 grep -q "signature" "$T/err" || fail "tampered capsule error must mention the signature"
 head -c $((size - 10)) "$T/m.capsule" > "$T/short.capsule"
 expect_exit 1 "$BIN" verify "$T/short.capsule"
+expect_exit 0 "$BIN" verify "$T/m.capsule" --json
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); assert d['intact'] is True and d['file']=='$T/m.capsule' and len(d['provider_key'])==64 and d['capsule_id'], d" || fail "verify JSON: $(cat "$T/out")"
+expect_exit 1 "$BIN" verify "$T/tampered.capsule" --json
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); assert d['intact'] is False and 'signature' in d['reason'], d" || fail "verify JSON, tampered: $(cat "$T/out")"
+grep -q "signature" "$T/err" || fail "verify --json still reports the error on stderr"
 
 # inspect: JSON header and policy; the capsule key never appears.
 expect_exit 0 "$BIN" inspect "$T/m.capsule"
@@ -54,7 +66,8 @@ grep -q "$key_hex" "$T/out" && fail "inspect printed the capsule key"
 S="$T/state"
 expect_exit 1 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
 grep -q "no lease" "$T/err" || fail "run without a lease must say so"
-expect_exit 0 "$BIN" lease request "$T/m.capsule" --state "$S" --out "$T/req.bin"
+expect_exit 0 "$BIN" lease request "$T/m.capsule" --state "$S" --out "$T/req.bin" --json
+/usr/bin/python3 -c "import json,os; d=json.load(open('$T/out')); assert d['request_file']=='$T/req.bin' and d['request_bytes']==os.path.getsize('$T/req.bin') and d['backend'] and d['usage_report_attached'] is False, d" || fail "lease request JSON: $(cat "$T/out")"
 expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.capsule" --request "$T/req.bin" \
   --license-id acme --queries 3 --days 1 --out "$T/lease.bin"
 expect_exit 1 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.capsule" --request "$T/req.bin" \
@@ -69,8 +82,17 @@ expect_exit 0 "$BIN" infer "$M/model.onnx" -i "$M/test_data_set_0/input_0.pb" -o
 expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb" -o "$T/guarded.npy"
 cmp -s "$T/plain.npy" "$T/guarded.npy" || fail "guarded and plain outputs differ"
 cp "$S/sealed-state.bin" "$T/older-state.bin"
-expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
-expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
+# run --json: outputs as arrays (or their files with -o) and the lease counts.
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb" -o "$T/guarded2.npy" --json
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); o=d['outputs'][0]; assert o['file']=='$T/guarded2.npy' and o['dtype'] and o['shape'] and 'values' not in o and d['lease']['license_id']=='acme' and d['lease']['queries_used']==2 and d['lease']['query_quota']==3 and 'sync' not in d, d" || fail "run JSON with -o: $(cat "$T/out")"
+cmp -s "$T/plain.npy" "$T/guarded2.npy" || fail "run --json -o wrote different outputs"
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb" --json
+/usr/bin/python3 -c "
+import json, math
+d = json.load(open('$T/out')); o = d['outputs'][0]
+n = math.prod(o['shape'])
+assert len(o['values']) == n and n > 0 and d['lease']['queries_used'] == 3, d
+" || fail "run JSON values: $(cat "$T/out")"
 expect_exit 1 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
 grep -q "quota exhausted" "$T/err" || fail "the fourth query must exhaust the quota of 3"
 
@@ -83,6 +105,10 @@ expect_exit 0 "$BIN" lease issue --key "$T/keys/provider.key" --capsule "$T/m.ca
 /usr/bin/python3 -c "import json; d=json.load(open('$T/out')); assert d['usage_report']['queries_billed']==3, d" || fail "renewal bills the report"
 expect_exit 0 "$BIN" lease install "$T/m.capsule" --state "$S" "$T/lease2.bin"
 expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb"
+# run --json --server with the server unreachable: offline within the lease, said in "sync".
+expect_exit 0 "$BIN" run "$T/m.capsule" --state "$S" -i "$M/test_data_set_0/input_0.pb" \
+  --server https://127.0.0.1:1 --license not-a-token --json
+/usr/bin/python3 -c "import json; d=json.load(open('$T/out')); s=d['sync']; assert s['before']['online'] is False and s['before']['reason'] and s['after']['online'] is False and d['lease']['queries_used']==2, d" || fail "run JSON offline sync: $(cat "$T/out")"
 
 # A restored older sealed state is refused (the core's counter has moved on).
 cp "$T/older-state.bin" "$S/sealed-state.bin"

@@ -49,7 +49,7 @@ void Fail(const Status& status) { SetExitCode(ReportError(status)); }
 
 // ---- keygen ----------------------------------------------------------------------------------
 
-void RunKeygen(const std::string& out, const std::string& name, bool escrow) {
+void RunKeygen(const std::string& out, const std::string& name, bool escrow, bool as_json) {
   if (Status s = capsule::InitCrypto(); !s.ok()) return Fail(s);
   std::error_code ec;
   std::filesystem::create_directories(out, ec);
@@ -59,6 +59,15 @@ void RunKeygen(const std::string& out, const std::string& name, bool escrow) {
     // policy names; only the provider can open them (`watermark verify`).
     capsule::BoxKeyPair pair = capsule::GenerateBoxKeyPair();
     if (Status s = capsule::WriteEscrowKeyPair(out, name, pair); !s.ok()) return Fail(s);
+    if (as_json) {
+      json j = {{"kind", "escrow"},
+                {"algorithm", "x25519"},
+                {"secret_key_file", out + "/" + name + ".key"},
+                {"public_key_file", out + "/" + name + ".pub"},
+                {"public_key", capsule::ToHex(pair.public_key)}};
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
     std::printf(
         "wrote %s/%s.key (X25519 escrow secret, mode 0600) and %s/%s.pub\nescrow public key: "
         "%s\nput it in the policy as defenses.watermark.escrow_key\n",
@@ -68,6 +77,15 @@ void RunKeygen(const std::string& out, const std::string& name, bool escrow) {
   }
   capsule::SigningKeyPair pair = capsule::GenerateSigningKeyPair();
   if (Status s = capsule::WriteKeyPair(out, name, pair); !s.ok()) return Fail(s);
+  if (as_json) {
+    json j = {{"kind", "signing"},
+              {"algorithm", "ed25519"},
+              {"secret_key_file", out + "/" + name + ".key"},
+              {"public_key_file", out + "/" + name + ".pub"},
+              {"public_key", capsule::ToHex(pair.public_key)}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
   std::printf("wrote %s/%s.key (secret, mode 0600) and %s/%s.pub\npublic key: %s\n", out.c_str(),
               name.c_str(), out.c_str(), name.c_str(), capsule::ToHex(pair.public_key).c_str());
 }
@@ -79,6 +97,7 @@ struct PackOptions {
   std::vector<std::string> lease_signers;
   std::vector<std::string> input_shapes;
   uint32_t chunk_kib = capsule::kDefaultChunkBytes / 1024;
+  bool json = false;
 };
 
 void RunPack(const PackOptions& o) {
@@ -150,6 +169,19 @@ void RunPack(const PackOptions& o) {
   Status s = WriteFile(o.out, std::string_view(reinterpret_cast<const char*>(packed->bytes.data()),
                                                packed->bytes.size()));
   if (!s.ok()) return Fail(s);
+  if (o.json) {
+    json j = {{"model", o.model},
+              {"model_name", input.model_name},
+              {"capsule_file", o.out},
+              {"capsule_bytes", packed->bytes.size()},
+              {"capsule_id", capsule::CapsuleIdHex(packed->capsule_id)},
+              {"capsule_key_file", key_path},
+              {"output_mode", capsule::OutputModeName(policy->output.mode)},
+              {"plan_bytes", plan_bytes.size()},
+              {"chunk_bytes", input.chunk_bytes}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
   std::printf(
       "packed %s -> %s (%zu bytes, capsule %s, output mode %s)\ncapsule key -> %s (provider "
       "secret: keep it with the provider key; the license server needs it)\n",
@@ -211,14 +243,30 @@ void RunInspect(const std::string& path) {
   std::printf("%s\n", j.dump(2).c_str());
 }
 
-void RunVerify(const std::string& path) {
+void RunVerify(const std::string& path, bool as_json) {
   if (Status s = capsule::InitCrypto(); !s.ok()) return Fail(s);
   auto bytes = ReadCapsuleFile(path);
   if (!bytes.ok()) return Fail(bytes.status());
   auto view = capsule::ParseAndVerifyCapsule(AsBytes(*bytes));
-  if (!view.ok())
-    return SetExitCode(ReportError(view.status().WithContext(path)) == kExitUsage ? kExitUsage
-                                                                                  : kExitFailure);
+  if (!view.ok()) {
+    int code =
+        ReportError(view.status().WithContext(path)) == kExitUsage ? kExitUsage : kExitFailure;
+    if (as_json && code == kExitFailure)
+      std::printf("%s\n",
+                  json({{"file", path}, {"intact", false}, {"reason", view.status().message()}})
+                      .dump()
+                      .c_str());
+    return SetExitCode(code);
+  }
+  if (as_json) {
+    json j = {{"file", path},
+              {"intact", true},
+              {"capsule_id", capsule::CapsuleIdHex(view->header.capsule_id)},
+              {"model_name", view->header.model_name},
+              {"provider_key", capsule::ToHex(view->header.provider_key)}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
   std::printf("%s: intact; capsule %s signed by provider key %s\n", path.c_str(),
               capsule::CapsuleIdHex(view->header.capsule_id).c_str(),
               capsule::ToHex(view->header.provider_key).c_str());
@@ -280,6 +328,7 @@ struct LeaseRequestOptions {
   ClientArgs client;
   std::string out, nonce_hex;
   bool no_report = false;
+  bool json = false;
 };
 
 void RunLeaseRequest(const LeaseRequestOptions& o) {
@@ -299,6 +348,14 @@ void RunLeaseRequest(const LeaseRequestOptions& o) {
   if (!s.ok()) return Fail(s);
   const std::string backend = (*client)->DescribeBackend();
   if (Status c = (*client)->Close(); !c.ok()) return Fail(c);
+  if (o.json) {
+    json j = {{"request_file", o.out},
+              {"request_bytes", request->size()},
+              {"backend", backend},
+              {"usage_report_attached", attach}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
   std::printf("wrote evidence request %s (%zu bytes, %s%s): send it to the provider\n",
               o.out.c_str(), request->size(), backend.c_str(),
               attach ? ", with the latest usage report" : "");
@@ -430,6 +487,7 @@ struct RunOptions {
   std::string lease;
   std::vector<std::string> inputs, outputs;
   std::string server, license, license_file, ca_cert;
+  bool json = false;
 };
 
 Result<std::string> LicenseToken(const RunOptions& o) {
@@ -448,7 +506,9 @@ Result<std::string> LicenseToken(const RunOptions& o) {
 
 // Online: report usage and renew the lease when needed. Offline: say so and go on with the lease
 // the core has.
-Status SyncWithServer(host::Client& client, const RunOptions& o, bool after_run) {
+// `record`, when given, gets what happened as JSON (for `run --json`).
+Status SyncWithServer(host::Client& client, const RunOptions& o, bool after_run,
+                      json* record = nullptr) {
   MLC_ASSIGN_OR_RETURN(std::string token, LicenseToken(o));
   MLC_ASSIGN_OR_RETURN(auto server, host::ServerConnection::Open(o.server, {.ca_cert = o.ca_cert}));
   host::SyncOptions options;
@@ -459,6 +519,11 @@ Status SyncWithServer(host::Client& client, const RunOptions& o, bool after_run)
     const host::CoreInfo& info = client.info();
     if (info.state != host::CoreStateKind::kReady || info.queries_used >= info.query_quota)
       return synced.status();
+    if (record != nullptr)
+      *record = {{"online", true},
+                 {"refused", synced.status().message()},
+                 {"used", info.queries_used},
+                 {"quota", info.query_quota}};
     log::Warn("run", "license.sync",
               fmt::format("{}; going on with the current lease ({} of {} used)",
                           synced.status().message(), info.queries_used, info.query_quota),
@@ -469,6 +534,19 @@ Status SyncWithServer(host::Client& client, const RunOptions& o, bool after_run)
     return Status::Ok();
   }
   const host::SyncResult& sync = *synced;
+  if (record != nullptr) {
+    *record = {{"online", sync.online}};
+    if (!sync.online) {
+      (*record)["reason"] = sync.offline_reason;
+    } else {
+      (*record)["reported"] = sync.reported;
+      if (sync.reported) {
+        (*record)["outcome"] = sync.report_outcome;
+        (*record)["billed"] = sync.billed_queries;
+      }
+      (*record)["renewed"] = sync.renewed;
+    }
+  }
   if (!sync.online) {
     log::Warn("run", "license.sync",
               fmt::format("license server offline ({}): working offline within the lease",
@@ -495,8 +573,9 @@ void RunRun(const RunOptions& o) {
   if (!o.lease.empty()) {
     if (Status s = InstallLeaseFile(c, o.lease); !s.ok()) return Fail(s);
   }
+  json sync_before, sync_after;
   if (!o.server.empty()) {
-    if (Status s = SyncWithServer(c, o, /*after_run=*/false); !s.ok()) return Fail(s);
+    if (Status s = SyncWithServer(c, o, /*after_run=*/false, &sync_before); !s.ok()) return Fail(s);
   }
   if (c.info().state != host::CoreStateKind::kReady)
     return Fail(FailedPrecondition(
@@ -517,9 +596,28 @@ void RunRun(const RunOptions& o) {
   for (engine::Tensor& t : inputs) views.push_back(t.View());
   std::vector<engine::Tensor> outputs;
   if (Status s = c.Infer(views, &outputs); !s.ok()) return Fail(s);
+  json outputs_json = json::array();
   for (size_t i = 0; i < outputs.size(); ++i) {
     const engine::Tensor& t = outputs[i];
     const std::string name = i < outputs_io.size() ? outputs_io[i].name : "output";
+    if (o.json) {
+      json entry = {{"name", name}, {"dtype", engine::DTypeName(t.dtype)}, {"shape", t.dims}};
+      if (!o.outputs.empty()) {
+        if (Status w = WriteTensorFile(o.outputs[i], t, name); !w.ok()) return Fail(w);
+        entry["file"] = o.outputs[i];
+      } else {
+        json values = json::array();
+        for (int64_t k = 0; k < t.NumElements(); ++k) {
+          if (t.dtype == engine::DType::kFloat32)
+            values.push_back(t.Data<float>()[k]);
+          else
+            values.push_back(t.Data<int64_t>()[k]);
+        }
+        entry["values"] = std::move(values);
+      }
+      outputs_json.push_back(std::move(entry));
+      continue;
+    }
     if (!o.outputs.empty()) {
       if (Status w = WriteTensorFile(o.outputs[i], t, name); !w.ok()) return Fail(w);
       std::printf("%s: %s%s -> %s\n", name.c_str(), engine::DTypeName(t.dtype),
@@ -535,16 +633,25 @@ void RunRun(const RunOptions& o) {
                   info.license_id),
       {{"license", info.license_id}, {"used", info.queries_used}, {"quota", info.query_quota}});
   if (!o.server.empty()) {
-    if (Status s = SyncWithServer(c, o, /*after_run=*/true); !s.ok()) return Fail(s);
+    if (Status s = SyncWithServer(c, o, /*after_run=*/true, &sync_after); !s.ok()) return Fail(s);
   }
+  json lease = {{"license_id", c.info().license_id},
+                {"queries_used", c.info().queries_used},
+                {"query_quota", c.info().query_quota},
+                {"expires_at", c.info().expires_at}};
   if (Status s = c.Close(); !s.ok()) return Fail(s);
+  if (o.json) {
+    json j = {{"capsule", o.client.capsule}, {"outputs", outputs_json}, {"lease", lease}};
+    if (!o.server.empty()) j["sync"] = {{"before", sync_before}, {"after", sync_after}};
+    std::printf("%s\n", j.dump().c_str());
+  }
 }
 
 }  // namespace
 
 void AddCapsuleCommands(CLI::App& app) {
   static std::string keygen_out = ".", keygen_name;
-  static bool keygen_escrow = false;
+  static bool keygen_escrow = false, keygen_json = false;
   CLI::App* keygen = app.add_subcommand(
       "keygen",
       "Provider: make an Ed25519 signing key pair (NAME.key mode 0600, NAME.pub), or with "
@@ -555,10 +662,12 @@ void AddCapsuleCommands(CLI::App& app) {
   keygen->add_flag("--escrow", keygen_escrow,
                    "Make the watermark escrow key pair (X25519) whose public key goes into the "
                    "policy's defenses.watermark.escrow_key");
+  keygen->add_flag("--json", keygen_json,
+                   "Print one JSON object (key files, public key) instead of text");
   keygen->callback([] {
     RunKeygen(keygen_out,
               keygen_name.empty() ? (keygen_escrow ? "escrow" : "provider") : keygen_name,
-              keygen_escrow);
+              keygen_escrow, keygen_json);
   });
 
   static PackOptions pack;
@@ -590,6 +699,8 @@ void AddCapsuleCommands(CLI::App& app) {
       ->check(CLI::ExistingFile);
   pack_cmd->add_option("--chunk-kib", pack.chunk_kib, "Encryption chunk size in KiB")
       ->check(CLI::Range(4u, 16u * 1024u));
+  pack_cmd->add_flag("--json", pack.json,
+                     "Print one JSON object (capsule id, sizes, files written) instead of text");
   pack_cmd->callback([] { RunPack(pack); });
 
   static std::string inspect_path;
@@ -601,12 +712,15 @@ void AddCapsuleCommands(CLI::App& app) {
   inspect->callback([] { RunInspect(inspect_path); });
 
   static std::string verify_path;
+  static bool verify_json = false;
   CLI::App* verify = app.add_subcommand(
       "verify",
       "Check a capsule's provider signature over header and ciphertext (no key needed; "
       "exit 0 only if intact)");
   verify->add_option("CAPSULE", verify_path, "Capsule file")->required()->check(CLI::ExistingFile);
-  verify->callback([] { RunVerify(verify_path); });
+  verify->add_flag("--json", verify_json,
+                   "Print one JSON object (intact, capsule id, signer) instead of text");
+  verify->callback([] { RunVerify(verify_path, verify_json); });
 
   CLI::App* lease = app.add_subcommand("lease", "Licensing without a server (air-gapped clients)");
   lease->require_subcommand(1);
@@ -618,6 +732,8 @@ void AddCapsuleCommands(CLI::App& app) {
   req->add_option("--nonce", request.nonce_hex, "32-byte nonce in hex (default: random)");
   req->add_flag("--no-report", request.no_report,
                 "Do not attach the latest usage report (it is attached when a lease is installed)");
+  req->add_flag("--json", request.json,
+                "Print one JSON object (request file, size, backend) instead of text");
   req->callback([] { RunLeaseRequest(request); });
 
   static LeaseIssueOptions issue;
@@ -671,6 +787,9 @@ void AddCapsuleCommands(CLI::App& app) {
                       "$MLCAPSULE_LICENSE_TOKEN: arguments are visible to other users)");
   run_cmd->add_option("--license-file", run.license_file, "File holding the license token");
   run_cmd->add_option("--ca-cert", run.ca_cert, "PEM CA bundle to verify the license server");
+  run_cmd->add_flag("--json", run.json,
+                    "Print one JSON object (outputs as arrays, or their files with -o; lease "
+                    "counts; with --server what the syncs did) instead of text");
   run_cmd->callback([] { RunRun(run); });
 }
 

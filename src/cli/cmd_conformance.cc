@@ -1,13 +1,16 @@
 // `mlcapsule conformance DIR...`: runs ONNX test-data directories (model.onnx plus
 // test_data_set_*/input_*.pb and output_*.pb; a directory of such directories also works).
 // Prints one line per failure and per skip with the reason, then
-// "conformance: N passed, M failed, K skipped". Exit status 0 only when nothing failed.
+// "conformance: N passed, M failed, K skipped" (with --json, one JSON object instead). Exit status
+// 0 only when nothing failed.
 // Skipped means the model uses an operator or element type the engine does not support.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "cli/cli_common.h"
@@ -35,6 +38,7 @@ struct ConformanceOptions {
   int threads = 1;
   bool reference = false;
   bool verbose = false;
+  bool json = false;  // one JSON object on stdout instead of the lines
 };
 
 std::vector<fs::path> SortedFiles(const fs::path& dir, const std::string& prefix) {
@@ -226,6 +230,8 @@ void RunConformance(const ConformanceOptions& o) {
     tests.insert(tests.end(), children.begin(), children.end());
   }
   int passed = 0, failed = 0, skipped = 0;
+  nlohmann::json failures = nlohmann::json::array(), skips = nlohmann::json::array(),
+                 passes = nlohmann::json::array();
   auto start = std::chrono::steady_clock::now();
   for (const fs::path& t : tests) {
     TestResult r = RunOne(t, o);
@@ -233,14 +239,26 @@ void RunConformance(const ConformanceOptions& o) {
     switch (r.outcome) {
       case Outcome::kPass:
         ++passed;
+        if (o.json) {
+          if (o.verbose) passes.push_back(name);
+          break;
+        }
         if (o.verbose) std::printf("PASS %s\n", name.c_str());
         break;
       case Outcome::kFail:
         ++failed;
+        if (o.json) {
+          failures.push_back({{"name", name}, {"reason", r.reason}});
+          break;
+        }
         std::printf("FAIL %s: %s\n", name.c_str(), r.reason.c_str());
         break;
       case Outcome::kSkip:
         ++skipped;
+        if (o.json) {
+          skips.push_back({{"name", name}, {"reason", r.reason}});
+          break;
+        }
         std::printf("SKIP %s: %s\n", name.c_str(), r.reason.c_str());
         break;
     }
@@ -248,7 +266,15 @@ void RunConformance(const ConformanceOptions& o) {
   }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "ran %zu tests in %.1f s\n", tests.size(), seconds);
-  std::printf("conformance: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
+  if (o.json) {
+    nlohmann::json j = {{"tests", tests.size()}, {"passed", passed},   {"failed", failed},
+                        {"skipped", skipped},    {"seconds", seconds}, {"failures", failures},
+                        {"skips", skips}};
+    if (o.verbose) j["passes"] = passes;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("conformance: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
+  }
   SetExitCode(failed == 0 ? kExitOk : kExitFailure);
 }
 
@@ -270,6 +296,9 @@ void AddConformanceCommand(CLI::App& app) {
   cmd->add_option("-t,--threads", options.threads, "Intra-op threads")->check(CLI::Range(1, 256));
   cmd->add_flag("--reference", options.reference, "Use the plain reference kernels only");
   cmd->add_flag("-v,--verbose", options.verbose, "Also print a line for every passing test");
+  cmd->add_flag("--json", options.json,
+                "Print one JSON object (counts, failures and skips with reasons) instead of the "
+                "lines; the exit status is the same");
   cmd->footer(
       "Ends with 'conformance: N passed, M failed, K skipped'; exit status 0 only when M is 0.");
   cmd->callback([] { RunConformance(options); });

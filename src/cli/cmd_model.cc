@@ -1,6 +1,8 @@
 // `mlcapsule compile` (ONNX -> plan file) and `mlcapsule infer` (run a model on tensor files).
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "base/file_util.h"
 #include "cli/cli_common.h"
 #include "engine/session.h"
@@ -41,7 +43,8 @@ Result<compiler::CompileOptions> MakeCompileOptions(const ShapeOptions& o) {
   return options;
 }
 
-void RunCompile(const std::string& model, const std::string& out, const ShapeOptions& shapes) {
+void RunCompile(const std::string& model, const std::string& out, const ShapeOptions& shapes,
+                bool as_json) {
   auto options = MakeCompileOptions(shapes);
   if (!options.ok()) return SetExitCode(ReportError(options.status()));
   compiler::CompileReport report;
@@ -50,6 +53,20 @@ void RunCompile(const std::string& model, const std::string& out, const ShapeOpt
   std::string bytes = engine::SerializePlan(*plan);
   Status s = WriteFile(out, bytes);
   if (!s.ok()) return SetExitCode(ReportError(s));
+  if (as_json) {
+    nlohmann::json j = {{"model", model},
+                        {"plan_file", out},
+                        {"plan_bytes", bytes.size()},
+                        {"opset", report.opset},
+                        {"onnx_nodes", report.onnx_nodes},
+                        {"plan_nodes", report.plan_nodes},
+                        {"folded_nodes", report.folded_nodes},
+                        {"fused_nodes", report.fused_nodes},
+                        {"layout_transposes", report.layout_transposes},
+                        {"weight_bytes", plan->WeightBytes()}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
   std::printf(
       "compiled %s -> %s: opset %d, %d ONNX nodes -> %d plan nodes (%d folded, %d fused, %d layout "
       "transposes), "
@@ -118,6 +135,7 @@ void RunInfer(const InferOptions& o) {
 void AddModelCommands(CLI::App& app) {
   static std::string compile_model, compile_out;
   static ShapeOptions compile_shapes;
+  static bool compile_json = false;
   CLI::App* compile = app.add_subcommand(
       "compile", "Compile an ONNX model (opsets 11-17) into a validated plan file");
   compile->add_option("MODEL", compile_model, "ONNX model file")
@@ -125,7 +143,9 @@ void AddModelCommands(CLI::App& app) {
       ->check(CLI::ExistingFile);
   compile->add_option("-o,--out", compile_out, "Plan file to write")->required();
   AddShapeOptions(compile, &compile_shapes);
-  compile->callback([] { RunCompile(compile_model, compile_out, compile_shapes); });
+  compile->add_flag("--json", compile_json,
+                    "Print one JSON object (node counts, sizes, plan file) instead of the line");
+  compile->callback([] { RunCompile(compile_model, compile_out, compile_shapes, compile_json); });
 
   static InferOptions infer_options;
   CLI::App* infer = app.add_subcommand(
