@@ -70,8 +70,8 @@ void Time(const std::string& backend, const std::string& what, int n,
     status = call();
     times.push_back(Ms(Clock::now() - start));
     if (!status.ok()) {
-      std::fprintf(stderr, "mlcapsule-tee-bench: %s %s failed: %s\n", backend.c_str(),
-                   what.c_str(), status.ToString().c_str());
+      std::fprintf(stderr, "mlcapsule-tee-bench: %s %s failed: %s\n", backend.c_str(), what.c_str(),
+                   status.ToString().c_str());
       std::exit(1);
     }
   }
@@ -103,8 +103,9 @@ Status BenchSoftware(int n, const std::string& tmp) {
   Time("software", "counter increment (file, fdatasync)", n,
        [&]() { return platform->IncrementCounter().status(); });
   server::evidence::Verifier verifier(server::evidence::TrustAnchors::Pinned());
-  Time("software", "verify (server)", n,
-       [&]() { return verifier.Verify(capsule::EvidenceType::kSoftware, evidence, nullptr, 0).status(); });
+  Time("software", "verify (server)", n, [&]() {
+    return verifier.Verify(capsule::EvidenceType::kSoftware, evidence, nullptr, 0).status();
+  });
   return Status::Ok();
 }
 
@@ -137,8 +138,7 @@ Status BenchTpm(int n, const std::string& tmp) {
     MLC_ASSIGN_OR_RETURN(evidence, platform->Evidence(rd));
     return Status::Ok();
   });
-  Time("tpm", "counter increment (NV)", n,
-       [&]() { return platform->IncrementCounter().status(); });
+  Time("tpm", "counter increment (NV)", n, [&]() { return platform->IncrementCounter().status(); });
   Time("tpm", "counter read (NV)", n, [&]() { return platform->ReadCounter().status(); });
 
   server::evidence::TrustAnchors anchors = server::evidence::TrustAnchors::Pinned();
@@ -149,7 +149,8 @@ Status BenchTpm(int n, const std::string& tmp) {
   const int64_t now = std::time(nullptr);
   server::evidence::Verdict verdict;
   Time("tpm", "verify (server)", n, [&]() -> Status {
-    MLC_ASSIGN_OR_RETURN(verdict, verifier.Verify(capsule::EvidenceType::kTpm, evidence, nullptr, now));
+    MLC_ASSIGN_OR_RETURN(verdict,
+                         verifier.Verify(capsule::EvidenceType::kTpm, evidence, nullptr, now));
     return Status::Ok();
   });
   capsule::SecretBytes secret(32);
@@ -161,9 +162,9 @@ Status BenchTpm(int n, const std::string& tmp) {
     return Status::Ok();
   });
   Time("tpm", "ActivateCredential (core, lease install)", n, [&]() -> Status {
-    MLC_ASSIGN_OR_RETURN(capsule::SecretBytes got,
-                         platform->ActivateCredential(credential.id_object,
-                                                      credential.encrypted_secret));
+    MLC_ASSIGN_OR_RETURN(
+        capsule::SecretBytes got,
+        platform->ActivateCredential(credential.id_object, credential.encrypted_secret));
     if (!capsule::ConstantTimeEqual(got.span(), secret.span()))
       return InternalError("ActivateCredential returned another secret");
     return Status::Ok();
@@ -182,18 +183,20 @@ Status BenchVectors(int n, const std::filesystem::path& dir) {
   ev::Verifier verifier(ev::TrustAnchors::Pinned());
   for (const char* tee : {"sgx", "tdx"}) {
     const std::string stem = std::string("dcap-qvl_") + tee;
-    const std::string quote_name = stem + (std::string(tee) == "sgx" ? "_quote.bin" : "_quote_v4.bin");
+    const std::string quote_name =
+        stem + (std::string(tee) == "sgx" ? "_quote.bin" : "_quote_v4.bin");
     MLC_ASSIGN_OR_RETURN(std::string quote, ReadFile(dir / quote_name, 1 << 20));
-    MLC_ASSIGN_OR_RETURN(std::string text, ReadFile(dir / (stem + "_quote_collateral.json"), 4 << 20));
+    MLC_ASSIGN_OR_RETURN(std::string text,
+                         ReadFile(dir / (stem + "_quote_collateral.json"), 4 << 20));
     MLC_ASSIGN_OR_RETURN(ev::IntelCollateral collateral, ev::ParseIntelCollateral(text));
     const std::vector<uint8_t> bytes = Bytes(quote);
     const capsule::EvidenceType type =
         std::string(tee) == "sgx" ? capsule::EvidenceType::kSgx : capsule::EvidenceType::kTdx;
-    Time(tee, "verify (server; first call caches collateral)", n, [&]() {
-      return verifier.Verify(type, bytes, &collateral, kVectorTime).status();
-    });
+    Time(tee, "verify (server; first call caches collateral)", n,
+         [&]() { return verifier.Verify(type, bytes, &collateral, kVectorTime).status(); });
   }
-  MLC_ASSIGN_OR_RETURN(std::string report, ReadFile(dir / "go-sev-guest_snp_attestation.bin", 1 << 20));
+  MLC_ASSIGN_OR_RETURN(std::string report,
+                       ReadFile(dir / "go-sev-guest_snp_attestation.bin", 1 << 20));
   MLC_ASSIGN_OR_RETURN(std::string vcek, ReadFile(dir / "go-sev-guest_vcek_milan.der", 1 << 20));
   const std::vector<uint8_t> evidence = ev::EncodeSnpEvidence(Bytes(report), Bytes(vcek));
   Time("snp", "verify (server)", n, [&]() {
@@ -274,7 +277,8 @@ int Main(int argc, char** argv) {
                               .dump()
                               .c_str());
   } else {
-    std::printf("| backend | operation | median ms | p90 ms | first call ms |\n|---|---|---|---|---|\n");
+    std::printf(
+        "| backend | operation | median ms | p90 ms | first call ms |\n|---|---|---|---|---|\n");
     for (const Figure& f : figures)
       std::printf("| %s | %s | %.4f | %.4f | %.4f |\n", f.backend.c_str(), f.what.c_str(),
                   f.median_ms, f.p90_ms, f.first_ms);
