@@ -19,6 +19,7 @@
 #include "server/evidence/tpm.h"
 #include "tee/software/sandbox.h"
 #include "tee/tpm/swtpm_harness.h"
+#include "tee/tpm/swtpm_test.h"
 #include "tee/tpm/tpm_platform.h"
 
 namespace mlcapsule::tee {
@@ -28,6 +29,7 @@ using server::evidence::MakeTpmCredential;
 using server::evidence::TpmCredential;
 using testing::Swtpm;
 using testing::SwtpmFixture;
+using testing::SwtpmTest;
 
 std::vector<uint8_t> PemToDer(const std::string& path) {
   FILE* file = fopen(path.c_str(), "r");
@@ -44,40 +46,21 @@ std::vector<uint8_t> PemToDer(const std::string& path) {
   return out;
 }
 
-class TpmCredentialTest : public ::testing::Test {
+class TpmCredentialTest : public SwtpmTest {
  protected:
   void SetUp() override {
-    auto fixture = SwtpmFixture::Shared();
-    if (fixture.status().code() == StatusCode::kNotFound)
-      GTEST_SKIP() << fixture.status().message();
-    ASSERT_TRUE(fixture.ok()) << fixture.status().ToString();
-    fixture_ = *fixture;
-    auto tpm = Swtpm::Start(*fixture_);
-    ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
-    tpm_ = std::move(tpm).value();
-    char pattern[] = "/tmp/mlc-tpm-credential-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    dir_ = pattern;
+    SwtpmTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     options_.device = tpm_->spec();
     options_.state_dir = dir_ + "/state";
     options_.measurement.emplace();
     options_.measurement->fill(0x42);
     options_.ek_chain_files = {fixture_->intermediate_pem()};
   }
-  void TearDown() override {
-    std::error_code error;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, error);
-  }
 
-  std::unique_ptr<TpmPlatform> MustCreate() {
-    auto platform = TpmPlatform::Create(options_);
-    EXPECT_TRUE(platform.ok()) << platform.status().ToString();
-    return platform.ok() ? std::move(platform).value() : nullptr;
-  }
+  using SwtpmTest::MustCreate;
+  std::unique_ptr<TpmPlatform> MustCreate() { return SwtpmTest::MustCreate(options_); }
 
-  const SwtpmFixture* fixture_ = nullptr;
-  std::unique_ptr<Swtpm> tpm_;
-  std::string dir_;
   TpmOptions options_;
 };
 

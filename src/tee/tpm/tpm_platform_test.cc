@@ -26,6 +26,7 @@
 #include "tee/software/sandbox.h"
 #include "tee/tpm/fd_tcti.h"
 #include "tee/tpm/swtpm_harness.h"
+#include "tee/tpm/swtpm_test.h"
 
 namespace mlcapsule::tee {
 namespace {
@@ -33,6 +34,7 @@ namespace {
 using testing::FaultInjectingTcti;
 using testing::Swtpm;
 using testing::SwtpmFixture;
+using testing::SwtpmTest;
 
 constexpr uint32_t kNvIncrementCommand = 0x00000134;  // TPM2_CC_NV_Increment
 
@@ -82,26 +84,8 @@ class TestEsys {
   ESYS_CONTEXT* context_ = nullptr;
 };
 
-class TpmPlatformTest : public ::testing::Test {
+class TpmPlatformTest : public SwtpmTest {
  protected:
-  void SetUp() override {
-    auto fixture = SwtpmFixture::Shared();
-    if (fixture.status().code() == StatusCode::kNotFound)
-      GTEST_SKIP() << fixture.status().message();
-    ASSERT_TRUE(fixture.ok()) << fixture.status().ToString();
-    fixture_ = *fixture;
-    auto tpm = Swtpm::Start(*fixture_);
-    ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
-    tpm_ = std::move(tpm).value();
-    char pattern[] = "/tmp/mlc-tpm-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code error;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, error);
-  }
-
   TpmOptions Options(const std::string& name = "state", uint8_t measurement = 0x11) {
     TpmOptions options;
     options.device = tpm_->spec();
@@ -109,17 +93,6 @@ class TpmPlatformTest : public ::testing::Test {
     options.measurement = MeasurementOf(measurement);
     return options;
   }
-
-  std::unique_ptr<TpmPlatform> MustCreate(const TpmOptions& options) {
-    auto platform = TpmPlatform::Create(options);
-    EXPECT_TRUE(platform.ok()) << platform.status().ToString();
-    if (!platform.ok()) return nullptr;
-    return std::move(platform).value();
-  }
-
-  const SwtpmFixture* fixture_ = nullptr;
-  std::unique_ptr<Swtpm> tpm_;
-  std::string dir_;
 };
 
 TEST_F(TpmPlatformTest, ProvisionsOnceThenReopensWithTheSameKeyAndCounter) {
