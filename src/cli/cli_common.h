@@ -92,12 +92,13 @@ void AddLabCommand(CLI::App& app);
 int RunLabCommand(int argc, char** argv);
 void AddBenchCommand(CLI::App& app);
 void AddModelCommands(CLI::App& app);  // compile, infer
-// keygen, pack, inspect, verify, lease {request,issue,install,status}, usage, run
+// keygen, pack, inspect, verify, lease {request,issue,install,status,sync}, usage, run
 void AddCapsuleCommands(CLI::App& app);
 void AddServeCommand(CLI::App& app);      // serve (loopback HTTP endpoint)
 void AddServerCommands(CLI::App& app);    // server (license server), admin
 void AddEvidenceCommand(CLI::App& app);   // evidence verify
 void AddTeeCommand(CLI::App& app);        // tee gramine-manifest
 void AddWatermarkCommand(CLI::App& app);  // watermark verify
+void AddDemoCommand(CLI::App& app);       // demo (docs/demo.md)
 
 }  // namespace mlcapsule::cli

@@ -647,6 +647,58 @@ void RunRun(const RunOptions& o) {
   }
 }
 
+// ---- lease sync --------------------------------------------------------------------------------
+
+struct SyncCommandOptions {
+  RunOptions run;  // client, server, token and CA options as for `run --server`
+  bool renew = false;
+};
+
+// Online licensing without a query: report usage (when the core has a lease) and get or renew the
+// lease. Unlike `run --server`, an unreachable server is a failure here: syncing is the job.
+void RunLeaseSync(const SyncCommandOptions& o) {
+  auto client = OpenClient(o.run.client);
+  if (!client.ok()) return Fail(client.status());
+  auto token = LicenseToken(o.run);
+  if (!token.ok()) return Fail(token.status());
+  auto server = host::ServerConnection::Open(o.run.server, {.ca_cert = o.run.ca_cert});
+  if (!server.ok()) return Fail(server.status());
+  host::SyncOptions options;
+  options.force_renew = o.renew;
+  auto synced = host::SyncLicense(**client, **server, *token, options);
+  if (!synced.ok()) return Fail(synced.status());
+  const host::SyncResult& sync = *synced;
+  if (!sync.online)
+    return Fail(
+        Unavailable("license server {} unreachable: {}", o.run.server, sync.offline_reason));
+  const host::CoreInfo& info = (*client)->info();
+  json j = {{"online", true}, {"reported", sync.reported}, {"renewed", sync.renewed}};
+  if (sync.reported) {
+    j["outcome"] = sync.report_outcome;
+    j["billed"] = sync.billed_queries;
+  }
+  if (sync.renewed) j["lease"] = sync.lease;
+  j["state"] = InfoJson(info);
+  log::Info("lease", "license.sync",
+            fmt::format("synced: {}{}; lease {} of {} queries used", sync.reported ? "usage " : "",
+                        sync.reported ? sync.report_outcome : "no usage to report",
+                        info.queries_used, info.query_quota),
+            {{"reported", sync.reported}, {"renewed", sync.renewed}});
+  if (Status s = (*client)->Close(); !s.ok()) return Fail(s);
+  if (o.run.json) {
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("%s%s; lease: %s, %llu of %llu queries used\n",
+              sync.reported ? fmt::format("usage report {} ({} queries billed)",
+                                          sync.report_outcome, sync.billed_queries)
+                                  .c_str()
+                            : "no usage to report",
+              sync.renewed ? ", new lease installed" : "", info.license_id.c_str(),
+              static_cast<unsigned long long>(info.queries_used),
+              static_cast<unsigned long long>(info.query_quota));
+}
+
 }  // namespace
 
 void AddCapsuleCommands(CLI::App& app) {
@@ -763,6 +815,23 @@ void AddCapsuleCommands(CLI::App& app) {
   CLI::App* st = lease->add_subcommand("status", "Client: the core's lease and usage as JSON");
   AddClientOptions(st, &status_args);
   st->callback([] { RunLeaseStatus(status_args); });
+
+  static SyncCommandOptions sync;
+  CLI::App* sy = lease->add_subcommand(
+      "sync",
+      "Client: with the license server, attest and get a lease when there is none, report usage "
+      "and renew the lease when it is nearly used up (as `run --server` does, without a query)");
+  AddClientOptions(sy, &sync.run.client);
+  sy->add_option("--server", sync.run.server, "License server URL (https://HOST:PORT)")->required();
+  sy->add_option("--license", sync.run.license,
+                 "License token (prefer --license-file or $MLCAPSULE_LICENSE_TOKEN)");
+  sy->add_option("--license-file", sync.run.license_file, "File holding the license token");
+  sy->add_option("--ca-cert", sync.run.ca_cert, "PEM CA bundle to verify the license server");
+  sy->add_flag("--renew", sync.renew, "Renew the lease even when the current one has room");
+  sy->add_flag("--json", sync.run.json,
+               "Print one JSON object: reported, outcome, billed, renewed, the new lease, and "
+               "the core's state");
+  sy->callback([] { RunLeaseSync(sync); });
 
   static UsageOptions usage;
   CLI::App* use = app.add_subcommand(

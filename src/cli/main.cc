@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   mlcapsule::cli::AddConformanceCommand(app);
   mlcapsule::cli::AddBenchCommand(app);
   mlcapsule::cli::AddLabCommand(app);
+  mlcapsule::cli::AddDemoCommand(app);
   // The commands that log events say so in their own --help (the options are the app's).
   for (const char* name : {"server", "serve", "run"})
     app.get_subcommand(name)->footer(
