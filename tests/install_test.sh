@@ -111,6 +111,19 @@ expect_exit 0 "${B[@]}" infer "$M/model.onnx" -i "$M/test_data_set_0/input_0.pb"
 cmp -s "$T/plain.npy" "$T/guarded.npy" || fail "the installed core answered differently from the engine"
 took "installed mlcapsule + mlcapsule-core (keygen, pack, lease, run)" "$t0"
 
+# `mlcapsule demo` from the installed tree finds its model in share/mlcapsule/demo (the theft
+# stage is covered by the demo test; here it would only repeat it).
+[[ -f "$S/share/mlcapsule/demo/victim-cnn.onnx" && -f "$S/share/mlcapsule/demo/victim.json" ]] ||
+  fail "share/mlcapsule/demo lacks the demo's model or its lab configuration"
+if [[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]]; then
+  t0=$(now)
+  expect_exit 0 "${B[@]}" demo --no-attack --strict --out "$T/demo"
+  grep -q "$S/share/mlcapsule/demo/victim-cnn.onnx" "$T/out" || fail "the installed demo did not use the installed model"
+  took "installed mlcapsule demo --no-attack" "$t0"
+else
+  echo "note: dataset-fashion-mnist is absent, the installed demo is not run"
+fi
+
 # A C application built against the installed headers and library alone; it lives elsewhere, so
 # the library must find the installed core through its own location.
 if command -v cc >/dev/null; then
@@ -135,7 +148,8 @@ P="$T/pkgs/mlcapsule_${VERSION}_$arch.deb"
 [[ -f "$P" ]] || fail "no $(basename "$P"): $(ls "$T/pkgs")"
 dpkg-deb -I "$P" > "$T/info"; dpkg-deb -c "$P" > "$T/files"
 for f in ./usr/bin/mlcapsule ./usr/bin/mlcapsule-core "libmlcapsule.so.$VERSION" "libmlcapsule.so.${VERSION%%.*} ->" \
-         ./usr/include/mlcapsule/mlcapsule.h ./usr/lib/systemd/system/mlcapsule-server.service ./usr/share/doc/mlcapsule/README.md; do
+         ./usr/include/mlcapsule/mlcapsule.h ./usr/lib/systemd/system/mlcapsule-server.service ./usr/share/doc/mlcapsule/README.md \
+         ./usr/share/mlcapsule/demo/victim-cnn.onnx; do
   grep -qF -- "$f" "$T/files" || fail "mlcapsule.deb lacks $f"
 done
 if command -v help2man >/dev/null; then grep -qF ./usr/share/man/man1/mlcapsule.1.gz "$T/files" || fail "mlcapsule.deb lacks the man page"; fi

@@ -10,7 +10,6 @@
 namespace mlcapsule::console {
 
 bool Interactive(FILE* f) {
-  if (const char* v = std::getenv("NO_PROGRESS"); v != nullptr && *v != '\0') return false;
   const char* term = std::getenv("TERM");
   if (term != nullptr && std::string(term) == "dumb") return false;
   return isatty(fileno(f)) == 1;
@@ -56,10 +55,13 @@ void ProgressBar::Draw(bool final, const std::string& note) {
   }
   const int decile = static_cast<int>(10 * done_ / total_);
   const bool slow = std::chrono::duration<double>(now - last_line_).count() >= 5.0;
-  if (final || decile > last_decile_ || slow) {
+  // The final line only when it says something the last one did not.
+  const bool news = done_ != last_printed_ || !note.empty();
+  if ((final && news) || (!final && (decile > last_decile_ || slow))) {
     std::fprintf(out_, "%s\n", line.c_str());
     std::fflush(out_);
     last_decile_ = decile;
+    last_printed_ = done_;
     last_line_ = now;
   }
 }

@@ -16,7 +16,7 @@
 
 namespace mlcapsule::console {
 
-// True when `f` is a terminal and progress may redraw in place (and NO_PROGRESS is unset).
+// True when `f` is a terminal (and TERM is not "dumb"): progress may redraw in place.
 bool Interactive(FILE* f);
 
 class ProgressBar {
@@ -35,7 +35,7 @@ class ProgressBar {
   void Draw(bool final, const std::string& note);
   FILE* out_;
   std::string label_;
-  int64_t total_, done_ = 0;
+  int64_t total_, done_ = 0, last_printed_ = -1;
   bool interactive_, finished_ = false;
   int last_decile_ = 0;  // piped: lines at 10%, 20%, ... (and every 5 s)
   std::chrono::steady_clock::time_point start_, last_line_;

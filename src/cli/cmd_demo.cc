@@ -313,6 +313,17 @@ double Agreement(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   return a.empty() ? 0 : static_cast<double>(same) / static_cast<double>(a.size());
 }
 
+// "4.00 EUR" from a billing answer's `total` ({"EUR": "4.000000"}); "nothing" when it is empty.
+std::string BillTotal(const json& bill) {
+  const json total = bill.value("total", json::object());
+  std::string out;
+  for (const auto& [currency, value] : total.items()) {
+    const double amount = value.is_string() ? std::atof(value.get<std::string>().c_str()) : 0.0;
+    out += fmt::format("{}{:.2f} {}", out.empty() ? "" : ", ", amount, currency);
+  }
+  return out.empty() ? "nothing" : out;
+}
+
 std::string Percent(double fraction) { return fmt::format("{:.1f}%", 100 * fraction); }
 
 // ---- the demo ---------------------------------------------------------------------------------
@@ -322,7 +333,7 @@ class Demo {
   explicit Demo(const DemoOptions& o)
       : o_(o), out_(o.json ? stderr : stdout), dir_(o.out), self_(SelfPath()) {
     lab_ = (fs::path(self_).parent_path() / "mlcapsule-lab").string();
-    progress_ = !o.no_progress && console::Interactive(stderr);
+    progress_ = console::Interactive(stderr);
   }
 
   Status Run();
@@ -350,7 +361,7 @@ class Demo {
     return ParseJson(name, r.out);
   }
   static Result<json> ParseJson(const std::string& name, const std::string& text) {
-    const size_t start = text.find('{');
+    const size_t start = text.find_first_of("{[");
     if (start == std::string::npos) return DataLoss("{} printed no JSON: {}", name, text);
     try {
       return json::parse(text.substr(start));
@@ -468,7 +479,12 @@ Status Demo::Stage(const std::string& title, const std::function<Status(std::str
   Say(fmt::format("\n[{}/{}] {}", stage_, o_.no_attack ? 8 : 10, title));
   const auto start = Clock::now();
   std::string result;
-  Status s = body(&result);
+  Status s = Status::Ok();
+  try {
+    s = body(&result);
+  } catch (const std::exception& e) {  // a child's JSON without a field the demo reads
+    s = DataLoss("unexpected output: {}", e.what());
+  }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stages_.push_back({stage_, title, s.ok() ? result : "FAILED", seconds});
   if (!s.ok()) return Aborted("stage {} ({}): {}", stage_, title, s.message());
@@ -802,10 +818,7 @@ Status Demo::BobSync(std::string* result) {
   if (!bob_alarm_ && bob_escrowed_ == 0)
     Say("  so none of bob's inputs left his machine: only counts and the signed usage chain did");
   MLC_ASSIGN_OR_RETURN(bob_bill_, ExecJson("bob-billing", Admin({"billing", "--customer", "bob"})));
-  const json total = bob_bill_.value("total", json::object());
-  std::string amount;
-  for (const auto& [currency, value] : total.items())
-    amount = value.get<std::string>() + " " + currency;
+  const std::string amount = BillTotal(bob_bill_);
   Say(fmt::format("  the provider's bill for bob: {}", amount));
   AddFile(dir_ / "bob/usage.bin", "bob's latest usage report, signed by the core");
   *result = fmt::format("billed {}", amount);
@@ -840,6 +853,10 @@ Status Demo::Steal(std::string* result) {
                                    P(dir_ / "mallory"),
                                    "--progress-fd",
                                    "3"};
+  if (o_.no_progress) {  // no events to draw: the thief stays quiet (its log keeps nothing)
+    argv.resize(argv.size() - 2);
+    argv.push_back("-q");
+  }
   std::unique_ptr<console::ProgressBar> bar;
   std::string phase;
   auto on_progress = [&](const std::string& line) {
@@ -862,11 +879,16 @@ Status Demo::Steal(std::string* result) {
         phase = "train-" + thief;
       }
       bar->Update(e.value("epoch", 0), "epochs");
+    } else if (p == "thief" && bar) {
+      bar->Finish(fmt::format("reproduces {} of its answers", Percent(e.value("fit", 0.0))));
     } else if (p == "done" && bar) {
       bar->Finish("");
     }
   };
-  MLC_ASSIGN_OR_RETURN(ChildResult run, Exec("mallory-steal", argv, {0}, "", on_progress));
+  MLC_ASSIGN_OR_RETURN(
+      ChildResult run,
+      Exec("mallory-steal", argv, {0}, "",
+           o_.no_progress ? std::function<void(const std::string&)>() : on_progress));
   if (bar) bar->Finish("");
   std::string last = run.out;
   while (!last.empty() && last.back() == '\n') last.pop_back();
@@ -888,6 +910,7 @@ Status Demo::Steal(std::string* result) {
           "thief A: an MLP trained until it reproduces its answers");
   AddFile(dir_ / "mallory/stolen-generalising.onnx", "thief B: the lab's common CNN recipe");
   AddFile(dir_ / "mallory/steal.json", "the attack's record (queries, thieves, times)");
+  AddFile(dir_ / "mallory/reports", "the usage reports mallory's client sent (its own copies)");
   *result = fmt::format("{} queries, 2 stolen models", steal_.value("queries", 0));
   summary_["attack"] = steal_;
   return Status::Ok();
@@ -937,9 +960,10 @@ Status Demo::Verdicts(std::string* result) {
         "  stolen model {} ({}): gives the capsule's deliberately wrong answer on {} of {} "
         "escrowed "
         "inputs; a model not trained on this capsule's answers agrees that often with probability "
-        "2^{:.1f}. Verdict at the default threshold 2^-64: {}. It agrees with the victim on {} of "
+        "{}. Verdict at the default threshold 2^-64: {}. It agrees with the victim on {} of "
         "the test images ({} accurate).",
-        letter, name, v.value("matches", 0), v.value("samples", 0), log2p,
+        letter, name, v.value("matches", 0), v.value("samples", 0),
+        log2p > -0.05 ? std::string("about 1") : fmt::format("2^{:.1f}", log2p),
         identified ? "IDENTIFIED: trained on answers from license mallory-cnn" : "not identified",
         Percent(fidelity), Percent(accuracy));
     Say(text);
@@ -959,9 +983,7 @@ Status Demo::Verdicts(std::string* result) {
       "entirely (docs/defenses.md).");
   MLC_ASSIGN_OR_RETURN(mallory_bill_,
                        ExecJson("mallory-billing", Admin({"billing", "--customer", "mallory"})));
-  std::string amount;
-  for (const auto& [currency, value] : mallory_bill_.value("total", json::object()).items())
-    amount = value.get<std::string>() + " " + currency;
+  const std::string amount = BillTotal(mallory_bill_);
   Say(fmt::format("  the provider's bill for mallory: {} (every stolen answer was paid for)",
                   amount));
   *result =
@@ -1136,7 +1158,8 @@ void AddDemoCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--no-attack", o.no_attack,
                 "Skip the theft and the verdicts (no mlcapsule-lab needed)");
-  cmd->add_flag("--no-progress", o.no_progress, "No progress bars (also when stderr is not a tty)");
+  cmd->add_flag("--no-progress", o.no_progress,
+                "No progress bars (when stderr is not a terminal they are a line per 10%)");
   cmd->add_flag("--json", o.json,
                 "Print the summary as one JSON object on stdout (the narrative goes to stderr)");
   cmd->add_flag("--strict", o.strict,

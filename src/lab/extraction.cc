@@ -35,11 +35,20 @@ class Harness {
   Result<torch::Tensor> Query(const torch::Tensor& x) {
     torch::Tensor images = x.detach().to(torch::kFloat).clamp(0, 1).contiguous();
     const int64_t n = images.size(0);
-    std::vector<float> answers;
-    MLC_RETURN_IF_ERROR(context_.oracle->Query(
-        std::span<const float>(images.data_ptr<float>(), static_cast<size_t>(images.numel())), n,
-        &answers));
     const int classes = context_.oracle->classes();
+    // In chunks of the oracle's batch (the same Infer calls as one Query), so that on_query
+    // reports progress between them.
+    constexpr int64_t kChunk = 256;
+    std::vector<float> answers(static_cast<size_t>(n * classes)), part;
+    for (int64_t begin = 0; begin < n; begin += kChunk) {
+      const int64_t rows = std::min(kChunk, n - begin);
+      MLC_RETURN_IF_ERROR(context_.oracle->Query(
+          std::span<const float>(images.data_ptr<float>() + begin * kImagePixels,
+                                 static_cast<size_t>(rows * kImagePixels)),
+          rows, &part));
+      std::copy(part.begin(), part.end(), answers.begin() + begin * classes);
+      if (context_.on_query) context_.on_query(queried_ + begin + rows);
+    }
     torch::Tensor y = torch::from_blob(answers.data(), {n, classes}, torch::kFloat).clone();
     xs_.push_back(images);
     ys_.push_back(y);
@@ -51,6 +60,8 @@ class Harness {
   Status Sync() {
     MLC_ASSIGN_OR_RETURN(last_sync_result_, context_.oracle->Sync());
     last_sync_ = queried_;
+    ++syncs_;
+    if (context_.on_sync) context_.on_sync(queried_, last_sync_result_);
     return Status::Ok();
   }
 
@@ -79,7 +90,28 @@ class Harness {
     return net;
   }
 
+  // A checkpoint without a substitute (AttackContext::measure false): sync and record.
+  Result<Checkpoint> Record() {
+    // Query() may have just synced at this count; a second renewal would add nothing.
+    if (syncs_ == 0 || last_sync_ != queried_) MLC_RETURN_IF_ERROR(Sync());
+    Checkpoint c;
+    c.queries = queried_;
+    c.prada_alarm_at = last_sync_result_.prada_alarm_at;
+    c.escrowed = last_sync_result_.escrowed;
+    c.escrow_dropped = last_sync_result_.escrow_dropped;
+    c.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    return c;
+  }
+
+  // The checkpoint at `budget`: a fresh snapshot substitute, measured.
+  Result<Checkpoint> SnapshotAndMeasure(int64_t budget) {
+    if (!context_.measure) return Record();
+    MLC_ASSIGN_OR_RETURN(Net sub, Snapshot(fmt::format("snapshot-{}", budget)));
+    return Measure(sub, budget);
+  }
+
   Result<Checkpoint> Measure(Net& substitute, int64_t budget) {
+    if (!context_.measure) return Record();
     MLC_RETURN_IF_ERROR(Sync());
     Checkpoint c;
     c.queries = queried_;
@@ -124,7 +156,7 @@ class Harness {
   Rng rng_;
   Clock::time_point start_;
   std::vector<torch::Tensor> xs_, ys_;
-  int64_t queried_ = 0, last_sync_ = 0;
+  int64_t queried_ = 0, last_sync_ = 0, syncs_ = 0;
   OracleSync last_sync_result_;
 };
 
@@ -146,8 +178,7 @@ Result<std::vector<Checkpoint>> RunPoolSampling(Harness& h, const ImageSet& pool
                                     static_cast<size_t>(end - h.queried()));
       MLC_RETURN_IF_ERROR(h.Query(Rows(pool, next)).status());
     }
-    MLC_ASSIGN_OR_RETURN(Net sub, h.Snapshot(fmt::format("snapshot-{}", budget)));
-    MLC_ASSIGN_OR_RETURN(Checkpoint c, h.Measure(sub, budget));
+    MLC_ASSIGN_OR_RETURN(Checkpoint c, h.SnapshotAndMeasure(budget));
     out.push_back(c);
     if (end < budget) break;  // the pool ran out
   }
@@ -253,8 +284,7 @@ Result<std::vector<Checkpoint>> RunKnockoffAdaptive(Harness& h, const ImageSet& 
         last_retrain = h.queried();
       }
     }
-    MLC_ASSIGN_OR_RETURN(Net sub, h.Snapshot(fmt::format("snapshot-{}", budget)));
-    MLC_ASSIGN_OR_RETURN(Checkpoint c, h.Measure(sub, budget));
+    MLC_ASSIGN_OR_RETURN(Checkpoint c, h.SnapshotAndMeasure(budget));
     out.push_back(c);
     if (h.queried() < budget) break;
   }
@@ -289,8 +319,7 @@ Result<std::vector<Checkpoint>> RunJbda(Harness& h) {
         offset += n;
       }
       if (h.queried() >= budget) {
-        MLC_ASSIGN_OR_RETURN(Net sub, h.Snapshot(fmt::format("snapshot-{}", budget)));
-        MLC_ASSIGN_OR_RETURN(Checkpoint c, h.Measure(sub, budget));
+        MLC_ASSIGN_OR_RETURN(Checkpoint c, h.SnapshotAndMeasure(budget));
         out.push_back(c);
         ++next_budget;
       }
@@ -521,19 +550,29 @@ Result<std::vector<Checkpoint>> RunExtraction(const AttackConfig& config, Attack
   std::filesystem::create_directories(context.work_dir, ec);
   try {
     Harness h(config, context);
+    Result<std::vector<Checkpoint>> points = InternalError("unhandled attack");
     switch (config.kind) {
       case AttackKind::kRandom:
-        return RunPoolSampling(h, context.splits->attacker_pool);
+        points = RunPoolSampling(h, context.splits->attacker_pool);
+        break;
       case AttackKind::kKnockoffRandom:
-        return RunPoolSampling(h, *context.ood_pool);
+        points = RunPoolSampling(h, *context.ood_pool);
+        break;
       case AttackKind::kKnockoffAdaptive:
-        return RunKnockoffAdaptive(h, *context.ood_pool, context.ood_arms);
+        points = RunKnockoffAdaptive(h, *context.ood_pool, context.ood_arms);
+        break;
       case AttackKind::kJbda:
-        return RunJbda(h);
+        points = RunJbda(h);
+        break;
       case AttackKind::kFeatureFool:
-        return RunFeatureFool(h);
+        points = RunFeatureFool(h);
+        break;
     }
-    return InternalError("unhandled attack");
+    if (points.ok()) {
+      context.transcript_x = h.X();
+      context.transcript_y = h.Y();
+    }
+    return points;
   } catch (const std::exception& e) {
     return InternalError("{}: libtorch failed: {}", context.label, e.what());
   }

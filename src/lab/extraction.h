@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,13 @@ struct AttackContext {
   CapsuleOracle* oracle = nullptr;
   std::string work_dir;  // substitutes' ONNX files for `watermark verify`
   std::string label;     // progress prefix
+  // false: a checkpoint only syncs and records queries, PRADA's alarm and escrow counts (no
+  // snapshot training, no fidelity, no watermark check); `mlcapsule-lab steal` trains its own.
+  bool measure = true;
+  std::function<void(int64_t queried)> on_query;  // after each oracle batch, when set
+  std::function<void(int64_t queried, const OracleSync& sync)> on_sync;  // after each Sync()
+  // Outputs, filled when the attack succeeds: every query [N,1,28,28] and its answer [N,C].
+  torch::Tensor transcript_x, transcript_y;
 };
 
 Result<std::vector<Checkpoint>> RunExtraction(const AttackConfig& config, AttackContext& context);

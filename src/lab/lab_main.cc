@@ -1,5 +1,7 @@
 // mlcapsule-lab: the lab's executable (`mlcapsule lab ...` runs it). Subcommands `run` and
-// `report` (runner.h). libtorch is confined to this binary.
+// `report` (runner.h), and `steal` (steal.h), the demo's thief. libtorch is confined to this
+// binary.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "lab/runner.h"
+#include "lab/steal.h"
 
 namespace {
 
@@ -57,6 +60,54 @@ int main(int argc, char** argv) {
   report_cmd->add_option("DIR", report_dir, "A `lab run` output directory")
       ->required()
       ->check(CLI::ExistingDirectory);
+  mlcapsule::lab::StealOptions steal;
+  CLI::App* steal_cmd = app.add_subcommand(
+      "steal",
+      "Steal a capsule's model as one of its licensed customers. This is a real client: it "
+      "opens the capsule with its own --state, gets its lease from the license server with "
+      "the --license-file token, spends --budget queries with an extraction attack (JbDA by "
+      "default, seeded from the lab's attacker pool of Fashion-MNIST) and reports its usage to "
+      "the server every --sync-every queries, as an honest client must: the provider then sees "
+      "PRADA's alarm and the escrowed watermark samples. It trains two thieves on the answers: "
+      "'memorising' (an MLP, 300 epochs, reproduces its answers, wrong ones included) and "
+      "'generalising' (a CNN, 40 epochs, the usual recipe). Writes OUT/stolen-memorising.onnx, "
+      "OUT/stolen-generalising.onnx, OUT/reports/ (the usage reports it sent) and "
+      "OUT/steal.json, which it also prints as the last line of stdout.");
+  steal_cmd->add_option("--capsule", steal.capsule_path, "The capsule to steal from")
+      ->required()
+      ->check(CLI::ExistingFile);
+  steal_cmd->add_option("--state", steal.state_dir, "The thief's client state directory")
+      ->required();
+  steal_cmd->add_option("--server", steal.server_url, "License server, https://HOST:PORT")
+      ->required();
+  steal_cmd->add_option("--ca-cert", steal.ca_cert, "PEM certificate that verifies the server")
+      ->check(CLI::ExistingFile);
+  steal_cmd->add_option("--license-file", steal.license_file, "The thief's license token file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  steal_cmd->add_option("-o,--out", steal.out_dir, "Output directory")->required();
+  steal_cmd->add_option("--attack", steal.attack, "Extraction attack (default jbda)")
+      ->check(CLI::IsMember({"jbda", "random"}));
+  steal_cmd->add_option("--budget", steal.budget, "Queries to spend (default 2000)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  steal_cmd
+      ->add_option("--sync-every", steal.sync_every,
+                   "Report usage and renew the lease every this many queries (default 500)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  steal_cmd->add_option("--seed", steal.seed, "The thief's seed (default 1)");
+  steal_cmd->add_option("--data-dir", steal.data_dir,
+                        "Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)");
+  steal_cmd
+      ->add_option("--progress-fd", steal.progress_fd,
+                   "Write progress as JSON lines to this open descriptor instead of stderr: "
+                   "{\"phase\":\"query\",\"done\":N,\"total\":B}, "
+                   "{\"phase\":\"sync\",\"done\":N}, {\"phase\":\"alarm_seen\",\"at\":N}, "
+                   "{\"phase\":\"train\",\"thief\":NAME,\"epoch\":E,\"epochs\":T}, "
+                   "{\"phase\":\"done\"}")
+      ->check(CLI::Range(0, 1 << 20));
+  steal_cmd->add_option("--core", steal.core_binary,
+                        "The mlcapsule-core binary (default: beside this executable)");
+  steal_cmd->add_flag("-q,--quiet", steal.quiet, "No progress output on stderr");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -69,6 +120,18 @@ int main(int argc, char** argv) {
     if (status.ok())
       std::printf("lab: wrote %s/report.md, results.json, results.csv, fidelity.png, roc.png\n",
                   run.out_dir.c_str());
+  } else if (*steal_cmd) {
+    if (steal.progress_fd >= 0 && fcntl(steal.progress_fd, F_GETFD) < 0) {
+      std::fprintf(stderr, "mlcapsule lab: error: --progress-fd %d is not an open descriptor\n",
+                   steal.progress_fd);
+      return 2;
+    }
+    mlcapsule::Result<std::string> summary = mlcapsule::lab::Steal(steal);
+    if (summary.ok()) {
+      std::printf("%s\n", summary->c_str());
+    } else {
+      status = summary.status();
+    }
   } else if (*report_cmd) {
     status = mlcapsule::lab::WriteReport(report_dir);
     if (status.ok())

@@ -225,6 +225,7 @@ Status Train(Net& net, const torch::Tensor& x, const torch::Tensor& targets,
                      options.epochs, loss_sum / static_cast<double>(std::max<int64_t>(1, steps)),
                      seconds);
       }
+      if (options.on_epoch) options.on_epoch(epoch + 1, options.epochs);
     }
     for (auto& p : net->parameters()) p.set_requires_grad(true);
     net->eval();

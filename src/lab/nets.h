@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,7 @@ struct TrainOptions {
   double body_lr = -1;    // >= 0: the body trains at this rate (0: frozen), the head at lr
   uint64_t seed = 1;      // shuffling order (our own mt19937_64, independent of torch's version)
   bool progress = false;  // one stderr line per epoch
+  std::function<void(int epoch, int epochs)> on_epoch;  // when set: after each epoch (1-based)
 };
 // Trains on x with either int64 class labels [N] (cross-entropy), float soft targets [N,C]
 // (soft cross-entropy, i.e. distillation without temperature) or, for a sigmoid model, float

@@ -20,6 +20,8 @@
 #include "compiler/compiler.h"
 #include "engine/plan.h"
 #include "host/client.h"
+#include "host/license_client.h"
+#include "lab/data.h"
 
 namespace mlcapsule::lab {
 namespace {
@@ -53,6 +55,9 @@ struct CapsuleOracle::State {
   std::string escrow_key_path;
   std::string bin_dir;
   std::string license_id;
+  // Attached (a customer of a license server) instead of provider and customer in one process.
+  std::unique_ptr<host::ServerConnection> server;
+  std::string license_token;
 };
 
 namespace {
@@ -158,6 +163,49 @@ Result<std::unique_ptr<CapsuleOracle>> CapsuleOracle::Create(const CapsuleSpec& 
   return oracle;
 }
 
+Result<std::unique_ptr<CapsuleOracle>> CapsuleOracle::Attach(const AttachOptions& options) {
+  MLC_RETURN_IF_ERROR(capsule::InitCrypto());
+  std::unique_ptr<CapsuleOracle> oracle(new CapsuleOracle());
+  oracle->state_ = std::make_unique<State>();
+  State& st = *oracle->state_;
+  st.options.work_dir = options.work_dir;
+  st.options.batch = options.batch;
+  st.bin_dir = ExecutableDir();
+  st.license_token = options.license_token;
+  const std::filesystem::path dir = options.work_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(dir / "reports", ec);
+  if (ec) return IoError("{}: cannot create the directory: {}", dir.string(), ec.message());
+  oracle->capsule_path_ = options.capsule_path;
+
+  host::ClientOptions client_options;
+  client_options.state_dir = options.state_dir;
+  client_options.core_binary =
+      options.core_binary.empty() ? st.bin_dir + "/mlcapsule-core" : options.core_binary;
+  MLC_ASSIGN_OR_RETURN(st.client, host::Client::Open(options.capsule_path, client_options));
+  MLC_ASSIGN_OR_RETURN(
+      st.server, host::ServerConnection::Open(options.server_url, {.ca_cert = options.ca_cert}));
+  MLC_ASSIGN_OR_RETURN(host::SyncResult synced,
+                       host::SyncLicense(*st.client, *st.server, st.license_token, {}));
+  if (!synced.online) return IoError("cannot get a lease: {}", synced.offline_reason);
+  const host::CoreInfo& info = st.client->info();
+  if (info.state != host::CoreStateKind::kReady)
+    return FailedPrecondition("{}: the license server gave no lease", options.capsule_path);
+  if (info.outputs.empty() || info.outputs[0].dims.size() > 2)
+    return InvalidArgument("{}: the lab needs one output [batch, classes] or [batch]",
+                           options.capsule_path);
+  oracle->label_only_ = info.outputs[0].dtype == 7;
+  // Classes: the output's width [batch, C]. A label output [batch] does not say; the lab's models
+  // are Fashion-MNIST classifiers.
+  const capsule::IoTensor& out = info.outputs[0];
+  oracle->classes_ =
+      out.dims.size() == 2 ? static_cast<int>(out.dims.back().value) : kFashionClasses;
+  if (oracle->classes_ < 2 || oracle->classes_ > 4096)
+    return InvalidArgument("{}: output width {} is not a class count (2 to 4096)",
+                           options.capsule_path, oracle->classes_);
+  return oracle;
+}
+
 Status CapsuleOracle::Query(std::span<const float> images, int64_t rows,
                             std::vector<float>* answers) {
   constexpr int64_t kPixels = 784;
@@ -204,7 +252,14 @@ Result<OracleSync> CapsuleOracle::Sync() {
       st.prada_alarm_at = static_cast<int64_t>(a.at_count);
   }
   // Renewal: the report travels with a fresh evidence request; the new lease acknowledges it.
-  MLC_RETURN_IF_ERROR(RenewLease(st, /*attach_report=*/true));
+  if (st.server) {
+    MLC_ASSIGN_OR_RETURN(
+        host::SyncResult synced,
+        host::SyncLicense(*st.client, *st.server, st.license_token, {.force_renew = true}));
+    if (!synced.online) return IoError("cannot sync usage: {}", synced.offline_reason);
+  } else {
+    MLC_RETURN_IF_ERROR(RenewLease(st, /*attach_report=*/true));
+  }
   OracleSync sync;
   sync.prada_alarm_at = st.prada_alarm_at;
   sync.watermarked = report.defenses.watermarked;

@@ -11,6 +11,10 @@
 //   std::vector<float> answers;  // rows x classes probabilities (one-hot for label outputs)
 //   MLC_RETURN_IF_ERROR(oracle->Query(images, rows, &answers));
 //   MLC_ASSIGN_OR_RETURN(lab::OracleSync sync, oracle->Sync());
+//
+// Attach() is the other way in: a licensed customer's view of a capsule someone else packed,
+// leased from the license server over HTTPS (host/license_client.h), as `mlcapsule-lab steal`
+// uses it. Then Sync() reports usage to that server and renews the lease there.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +44,18 @@ struct OracleOptions {
   bool remove_work_dir = false;  // delete work_dir when the oracle is destroyed
 };
 
+// A capsule packed by someone else, licensed through the license server (Attach).
+struct AttachOptions {
+  std::string capsule_path;   // an existing capsule
+  std::string state_dir;      // the client's state directory (created when missing)
+  std::string server_url;     // https://HOST:PORT
+  std::string ca_cert;        // PEM to verify the server with ("" = the system's)
+  std::string license_token;  // the customer's license token
+  std::string work_dir;       // created (never emptied); usage reports go to work_dir/reports/
+  std::string core_binary;    // "" = mlcapsule-core beside this executable
+  int batch = 256;            // rows per Infer call
+};
+
 struct OracleSync {
   int64_t prada_alarm_at = -1;  // the query count at PRADA's first alarm, -1 when none
   uint64_t watermarked = 0, escrowed = 0, escrow_dropped = 0;
@@ -58,6 +74,10 @@ class CapsuleOracle {
  public:
   static Result<std::unique_ptr<CapsuleOracle>> Create(const CapsuleSpec& spec,
                                                        const OracleOptions& options);
+  // Opens an existing capsule as its licensed customer: starts the core through host::Client,
+  // connects to the license server and gets the first lease. has_escrow() is false (the customer
+  // does not hold the escrow key) and VerifyWatermark() fails.
+  static Result<std::unique_ptr<CapsuleOracle>> Attach(const AttachOptions& options);
   ~CapsuleOracle();
 
   // Answers `rows` images (784 floats each, [0,1]); answers gets rows x classes() floats: the
@@ -72,7 +92,8 @@ class CapsuleOracle {
 
   // Renews the lease with the latest usage report attached (what releases escrowed samples and
   // lets the core drop them), keeps the report in work_dir/reports/, and returns what the reports
-  // say so far.
+  // say so far. Attached, the report goes to the license server and the lease comes from it; a
+  // server that cannot be reached is an error.
   Result<OracleSync> Sync();
   // Runs `mlcapsule watermark verify --json` on a suspect ONNX model with every report kept so far.
   Result<WatermarkVerdict> VerifyWatermark(const std::string& suspect_onnx) const;
