@@ -3,9 +3,10 @@
 # §4.6). Builds the .deb files with cpack, makes a fresh bookworm root with mmdebstrap (variant
 # apt: only Essential + apt), installs the packages there with `apt-get install`, which resolves
 # their Depends from the Debian mirror (a missing Depends fails here), and then runs the installed
-# /usr/bin binaries inside that root: `mlcapsule --version`, `mlcapsule-core --help`, and the
+# /usr/bin binaries inside that root: `mlcapsule --version`, `mlcapsule-core --help`, the
 # air-gapped capsule flow (keygen, pack, lease request/issue/install, run) on an ONNX model copied
-# in. Opt-in ctest label `fresh-install` (not in the default preset).
+# in, and `mlcapsule demo --strict` (with Fashion-MNIST installed). Opt-in ctest label
+# `fresh-install` (not in the default preset).
 #
 # Needs: root, mmdebstrap (apt-get install --no-install-recommends mmdebstrap), unshare, chroot,
 # and the network to deb.debian.org; exits 77 (skip) without them. The host's apt cache
@@ -121,11 +122,22 @@ expect_exit 0 $B infer model/model.onnx -i model/test_data_set_0/input_0.pb -o p
 cmp -s "$R/root/plain.npy" "$R/root/guarded.npy" || fail "the installed core answered differently from the engine"
 took "installed mlcapsule + mlcapsule-core in the fresh root (keygen, pack, lease, run)" "$t0"
 
-# 6. ---- `mlcapsule demo` (issue 8 item 3): NOT RUN YET, the command does not exist. ----
-# Once it exists, run it here and check its exit and summary (demo-plan.md §4.6 steps 4-5):
-#   expect_exit 0 /usr/bin/mlcapsule demo --strict --out /root/demo
-#   [[ -s "$R/root/demo/summary.json" ]] || fail "the demo wrote no summary.json"
-echo "note: \`mlcapsule demo\` is not run (not implemented yet)"
+# 6. `mlcapsule demo` from the packages (issue 8 item 3), with its data: Fashion-MNIST is a
+#    Recommends of mlcapsule, installed here explicitly. With mlcapsule-lab the whole demo runs with
+#    --strict (PRADA flags the thief, bob raises no alarm, thief A identified); without it the demo
+#    runs up to the bill (--no-attack).
+t0=$(now)
+expect_exit 0 apt-get install -y --no-install-recommends dataset-fashion-mnist
+took "apt-get install dataset-fashion-mnist" "$t0"
+t0=$(now)
+demo_args=(--strict --out /root/demo)
+[[ $LAB == 1 ]] || demo_args+=(--no-attack)
+expect_exit 0 /usr/bin/mlcapsule demo "${demo_args[@]}"
+[[ -s "$R/root/demo/summary.json" ]] || fail "the demo wrote no summary.json"
+grep -q '"ok": true' "$R/root/demo/summary.json" || fail "the demo's summary.json does not say ok"
+grep -q "/usr/share/mlcapsule/demo/victim-cnn.onnx" "$T/out" || fail "the demo did not use the packaged model"
+tail -3 "$T/out" | sed 's/^/  /'
+took "mlcapsule demo ${demo_args[*]} in the fresh root" "$t0"
 
 # 7. The server's unit as installed (not started: no systemd as PID 1 here). The fresh root has
 #    no systemd, so `systemd-analyze verify --root` cannot load it; install_tree verifies the unit.
