@@ -1,4 +1,4 @@
-// `mlcapsule demo`: the whole mission on this machine in about two minutes (docs/demo.md). A
+// `mlcapsule demo`: the whole mission on this machine in about a minute (docs/demo.md). A
 // provider packs a Fashion-MNIST classifier into a capsule and licenses it through the license
 // server (SQLite, HTTPS on loopback with a certificate made here); an honest customer attests,
 // gets a lease and answers queries offline in the software TEE, then syncs its usage and is billed;
@@ -1138,7 +1138,7 @@ void AddDemoCommand(CLI::App& app) {
   static DemoOptions o;
   CLI::App* cmd = app.add_subcommand(
       "demo",
-      "The whole mission on this machine in about two minutes: pack a Fashion-MNIST model into a "
+      "The whole mission on this machine in about a minute: pack a Fashion-MNIST model into a "
       "capsule, license it through the license server (SQLite, HTTPS on loopback), answer "
       "queries offline in the software TEE, sync usage and bill, then steal it as a second "
       "customer: PRADA flags the thief and the watermark identifies the copy (docs/demo.md)");

@@ -24,17 +24,9 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// The lab's split seed and sizes (examples/lab/full.json "seed" and "splits"): the attacker pool
-// is then the lab's, disjoint from the victim's training split.
+// The lab's split seed (examples/lab/full.json "seed"); SplitSizes' defaults are full.json's
+// "splits". The attacker pool is then the lab's, disjoint from the victim's training split.
 constexpr uint64_t kSplitSeed = 20261122;
-SplitSizes LabSplitSizes() {
-  return SplitSizes{.victim_train = 5000,
-                    .victim_heldout = 5000,
-                    .defender_nonmember = 5000,
-                    .attacker_pool = 20000,
-                    .shadow = 20000,
-                    .test = 10000};
-}
 
 constexpr uint64_t kMaxTokenBytes = 64 * 1024;
 constexpr int kMaxEventLines = 50;  // per phase, roughly: a bar needs no more
@@ -115,7 +107,7 @@ Result<std::string> Steal(const StealOptions& options) {
                  fmt::format("leased {} from {}", options.capsule_path, options.server_url));
   InitTorchForLab();
   MLC_ASSIGN_OR_RETURN(FashionMnist fm, LoadFashionMnist(options.data_dir));
-  MLC_ASSIGN_OR_RETURN(Splits splits, MakeSplits(fm, LabSplitSizes(), kSplitSeed));
+  MLC_ASSIGN_OR_RETURN(Splits splits, MakeSplits(fm, SplitSizes{}, kSplitSeed));
 
   AttackConfig config;
   config.kind = kind;
