@@ -20,14 +20,9 @@ done
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MIRROR="${MLC_FRESH_MIRROR:-http://deb.debian.org/debian}"
 T="$(mktemp -d /var/tmp/mlc-fresh-machine.XXXXXX)"; R="$T/root"
-cleanup() {
-  local m
-  for m in $(awk -v r="$R" 'index($2, r) == 1 {print $2}' /proc/self/mounts | sort -r); do
-    umount "$m" 2>/dev/null || umount -l "$m"
-  done
-  if [[ "${MLC_FRESH_KEEP:-0}" == 1 ]]; then echo "kept: $T"; else rm -rf --one-file-system "$T"; fi
-}
-trap cleanup EXIT
+# shellcheck source=../tests/lib/fresh_root.sh
+source "$SRC/tests/lib/fresh_root.sh"
+trap 'fresh_root_remove "$R" "$T"' EXIT
 trap 'exit 130' INT TERM
 
 echo "== making a fresh Debian 12 root (mmdebstrap --variant=apt bookworm; not timed)"
@@ -40,17 +35,14 @@ echo "   root: $(du -sh --one-file-system "$R" | cut -f1), repository at $(git -
 echo "== bash scripts/$WHICH.sh in the fresh root (log: $T/run.log)"
 start=$(date +%s.%N)
 set +e
-unshare --mount --pid --fork --propagation private sh -c '
-  R="$1"; W="$2"
-  mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev" && mount -t sysfs sysfs "$R/sys" &&
-    mount -t tmpfs tmpfs "$R/tmp" || exit 125
-  exec chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-    sh -c "cd /root/mlcapsule && exec bash scripts/$W.sh"' sh "$R" "$WHICH" >"$T/run.log" 2>&1
+fresh_root_run "$R" bash -c "cd mlcapsule && exec bash scripts/$WHICH.sh" >"$T/run.log" 2>&1
 rc=$?
 set -e
 end=$(date +%s.%N)
+cp "$T/run.log" "/var/tmp/mlc-fresh-machine-$WHICH.log"
 tail -5 "$T/run.log"
 printf '== scripts/%s.sh on a fresh Debian 12 root: exit %d, %.0f s (%.1f min)\n' "$WHICH" "$rc" \
   "$(echo "$end - $start" | bc)" "$(echo "($end - $start) / 60" | bc -l)"
 grep -m1 '^Need to get' "$T/run.log" | sed 's/^/   apt: /' || true
+echo "   the whole log: /var/tmp/mlc-fresh-machine-$WHICH.log"
 exit "$rc"
