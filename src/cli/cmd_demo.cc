@@ -942,7 +942,7 @@ Status Demo::Verdicts(std::string* result) {
   AddFile(dir_ / "provider/reports", "mallory's usage reports as the server recorded them");
   const std::vector<std::pair<std::string, std::string>> thieves = {{"A", "memorising"},
                                                                     {"B", "generalising"}};
-  std::string verdict_a;
+  std::string verdict_line;
   for (const auto& [letter, name] : thieves) {
     const std::string model = P(dir_ / "mallory" / ("stolen-" + name + ".onnx"));
     MLC_ASSIGN_OR_RETURN(ChildResult r, Exec("watermark-" + name,
@@ -974,21 +974,25 @@ Status Demo::Verdicts(std::string* result) {
                          {"log2_chance", log2p},
                          {"fidelity", fidelity},
                          {"accuracy", accuracy}});
-    if (letter == "A") verdict_a = identified ? "A identified" : "A not identified";
-    if (letter == "B") verdict_a += identified ? ", B identified" : ", B not identified";
+    verdict_line += fmt::format("{}{} {}identified", verdict_line.empty() ? "" : ", ", letter,
+                                identified ? "" : "not ");
   }
-  Say("  DAWN only recognises thieves that reproduce their answers: thief B generalises, like the "
-      "lab's 12 generalising thieves that were all missed (docs/results). \"Not identified\" is "
-      "not \"innocent\". PRADA misses attacks made of natural images (Knockoff, random queries) "
-      "entirely (docs/defenses.md).");
+  if (verdicts_.size() == 2 && !verdicts_[1].value("identified", false))
+    Say("  DAWN only recognises thieves that reproduce their answers: thief B generalises, like "
+        "the lab's 12 generalising thieves that were all missed (docs/results).");
+  else
+    Say("  thief B was identified this time: it reproduced enough of the capsule's wrong answers; "
+        "the lab's 12 generalising thieves were all missed (docs/results).");
+  Say("  \"Not identified\" is not \"innocent\". PRADA misses attacks made of natural images "
+      "(Knockoff, random queries) entirely (docs/defenses.md).");
   MLC_ASSIGN_OR_RETURN(mallory_bill_,
                        ExecJson("mallory-billing", Admin({"billing", "--customer", "mallory"})));
   const std::string amount = BillTotal(mallory_bill_);
   Say(fmt::format("  the provider's bill for mallory: {} (every stolen answer was paid for)",
                   amount));
-  *result =
-      fmt::format("PRADA {}; {}",
-                  prada_at_ >= 0 ? fmt::format("alarm at {}", prada_at_) : "no alarm", verdict_a);
+  *result = fmt::format("PRADA {}; {}",
+                        prada_at_ >= 0 ? fmt::format("alarm at {}", prada_at_) : "no alarm",
+                        verdict_line);
   summary_["provider"] = {{"prada_alarm_at", prada_at_},
                           {"prada_detail", prada_detail_},
                           {"watermark", verdicts_},
@@ -1072,41 +1076,38 @@ void Demo::Finish(const Status& status, double seconds) {
 
 Status Demo::Run() {
   const auto start = Clock::now();
+  struct Step {
+    std::string title;
+    Status (Demo::*run)(std::string*);
+  };
+  std::vector<Step> steps = {
+      {"The victim: a Fashion-MNIST classifier", &Demo::Victim},
+      {"Provider: keys, policy and the capsule", &Demo::Provider},
+      {"License server: SQLite, HTTPS on loopback", &Demo::StartServer},
+      {"Provider registers two customers and their licenses", &Demo::Register},
+      {"bob attests and receives a lease", &Demo::BobLease},
+      {"bob answers queries offline inside the software TEE", &Demo::BobQueries},
+      {"bob syncs usage; the provider bills", &Demo::BobSync}};
+  if (!o_.no_attack) {
+    steps.push_back(
+        {fmt::format("mallory steals the model (JbDA, {} queries through its license)", o_.budget),
+         &Demo::Steal});
+    steps.push_back({"Provider: PRADA's alarm and the watermark verdicts", &Demo::Verdicts});
+  }
   Status s = Prepare();
-  if (s.ok()) {
+  if (s.ok())
     Say(fmt::format("mlcapsule demo: everything below runs on this machine; files in {}/",
                     dir_.string()));
-    s = Stage("The victim: a Fashion-MNIST classifier", [&](std::string* r) { return Victim(r); });
+  for (const Step& step : steps) {
+    if (!s.ok()) break;
+    s = Stage(step.title, [&](std::string* result) { return (this->*step.run)(result); });
   }
-  if (s.ok())
-    s = Stage("Provider: keys, policy and the capsule",
-              [&](std::string* r) { return Provider(r); });
-  if (s.ok())
-    s = Stage("License server: SQLite, HTTPS on loopback",
-              [&](std::string* r) { return StartServer(r); });
-  if (s.ok())
-    s = Stage("Provider registers two customers and their licenses",
-              [&](std::string* r) { return Register(r); });
-  if (s.ok())
-    s = Stage("bob attests and receives a lease", [&](std::string* r) { return BobLease(r); });
-  if (s.ok())
-    s = Stage("bob answers queries offline inside the software TEE",
-              [&](std::string* r) { return BobQueries(r); });
-  if (s.ok())
-    s = Stage("bob syncs usage; the provider bills", [&](std::string* r) { return BobSync(r); });
-  if (s.ok() && !o_.no_attack)
-    s = Stage(
-        fmt::format("mallory steals the model (JbDA, {} queries through its license)", o_.budget),
-        [&](std::string* r) { return Steal(r); });
-  if (s.ok() && !o_.no_attack)
-    s = Stage("Provider: PRADA's alarm and the watermark verdicts",
-              [&](std::string* r) { return Verdicts(r); });
   // The server is stopped whatever happened before.
-  std::string stop_result;
-  Status stopped = server_pid_ > 0 ? Stage("Stop the license server",
-                                           [&](std::string* r) { return StopServer(r); })
-                                   : Status::Ok();
-  if (s.ok()) s = stopped;
+  if (server_pid_ > 0) {
+    Status stopped =
+        Stage("Stop the license server", [&](std::string* r) { return StopServer(r); });
+    if (s.ok()) s = stopped;
+  }
   Finish(s, std::chrono::duration<double>(Clock::now() - start).count());
   return s;
 }
