@@ -82,4 +82,35 @@ Status WriteFile(const std::string& path, std::string_view bytes) {
   return Status::Ok();
 }
 
+Status CreateNewFile(const std::string& path, std::span<const uint8_t> bytes, unsigned mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) {
+    if (errno == EEXIST)
+      return FailedPrecondition(
+          "refusing to overwrite '{}': it already exists (move it away "
+          "first; it may hold a key that is still in use)",
+          path);
+    return IoError("cannot create '{}': {}", path, std::strerror(errno));
+  }
+  // The umask may have cleared bits of `mode` but never adds any; fchmod makes the mode exact.
+  int err = ::fchmod(fd, mode) == 0 ? 0 : errno;
+  size_t done = 0;
+  while (err == 0 && done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) {
+    ::unlink(path.c_str());
+    return IoError("cannot write '{}': {}", path, std::strerror(err));
+  }
+  return Status::Ok();
+}
+
 }  // namespace mlcapsule

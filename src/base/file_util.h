@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -36,5 +38,14 @@ class ReadableFile {
 Result<std::string> ReadFile(const std::string& path, uint64_t max_bytes);
 // Writes atomically (temporary file + rename).
 Status WriteFile(const std::string& path, std::string_view bytes);
+// Creates `path` with exactly `mode` (secrets: 0600, never readable by others even briefly),
+// refusing to replace anything already there or to follow a symlink (FailedPrecondition "refusing
+// to overwrite"), and writes and fsyncs `bytes`. A partly written file is removed.
+Status CreateNewFile(const std::string& path, std::span<const uint8_t> bytes, unsigned mode);
+inline Status CreateNewFile(const std::string& path, std::string_view bytes, unsigned mode) {
+  return CreateNewFile(
+      path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
+      mode);
+}
 
 }  // namespace mlcapsule

@@ -14,10 +14,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -34,6 +32,7 @@
 #include "base/file_util.h"
 #include "cli/cli_common.h"
 #include "engine/session.h"
+#include "lab/idx.h"
 #include "server/self_signed_cert.h"
 
 #ifndef MLCAPSULE_SOURCE_DIR
@@ -132,6 +131,13 @@ std::string DisplayProgram(const std::string& path) {
   return !ec && !rel.empty() && *rel.begin() != ".." ? rel.string() : path;
 }
 
+// "$ PROGRAM ARG...", as a reader would type it.
+std::string CommandLine(const std::vector<std::string>& argv) {
+  std::string shown = "$ " + DisplayProgram(argv.at(0));
+  for (size_t i = 1; i < argv.size(); ++i) shown += " " + ShellWord(argv[i]);
+  return shown;
+}
+
 struct ChildResult {
   int exit_code = -1;
   std::string out;  // its stdout
@@ -218,70 +224,30 @@ struct StageRecord {
   double seconds;
 };
 
-// A test image set read from Debian's gzipped IDX files (dataset-fashion-mnist).
+// Fashion-MNIST's test images (Debian's dataset-fashion-mnist), read with the lab's IDX reader;
+// the labels widened once for comparing with top-1 classes.
 struct TestSet {
-  int64_t count = 0;
-  std::vector<float> pixels;  // count x 784, in [0, 1]
+  lab::ImageSet images;
   std::vector<int64_t> labels;
 };
 
-Result<std::string> ReadGzip(const std::string& path, size_t limit) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr)
-    return NotFound(
-        "{}: cannot open (the demo reads Fashion-MNIST's test images from Debian's "
-        "dataset-fashion-mnist: apt-get install dataset-fashion-mnist, or pass --data-dir)",
-        path);
-  std::string out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) {
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > limit) {
-      gzclose(f);
-      return DataLoss("{}: more than {} bytes uncompressed", path, limit);
-    }
-  }
-  const int closed = gzclose(f);
-  if (n < 0 || closed != Z_OK) return DataLoss("{}: corrupt gzip data", path);
-  return out;
-}
-
-uint32_t BigEndian32(const std::string& s, size_t at) {
-  return (uint32_t{static_cast<uint8_t>(s[at])} << 24) |
-         (uint32_t{static_cast<uint8_t>(s[at + 1])} << 16) |
-         (uint32_t{static_cast<uint8_t>(s[at + 2])} << 8) |
-         uint32_t{static_cast<uint8_t>(s[at + 3])};
-}
-
 Result<TestSet> LoadTestSet(const std::string& dir) {
-  const std::string images_path = dir + "/t10k-images-idx3-ubyte.gz";
-  const std::string labels_path = dir + "/t10k-labels-idx1-ubyte.gz";
-  MLC_ASSIGN_OR_RETURN(std::string images, ReadGzip(images_path, 64 << 20));
-  MLC_ASSIGN_OR_RETURN(std::string labels, ReadGzip(labels_path, 1 << 20));
-  if (images.size() < 16 || BigEndian32(images, 0) != 0x803 || BigEndian32(images, 8) != 28 ||
-      BigEndian32(images, 12) != 28)
-    return DataLoss("{}: not an IDX file of 28x28 images", images_path);
-  if (labels.size() < 8 || BigEndian32(labels, 0) != 0x801)
-    return DataLoss("{}: not an IDX label file", labels_path);
   TestSet set;
-  set.count = BigEndian32(images, 4);
-  if (BigEndian32(labels, 4) != set.count ||
-      images.size() != 16 + static_cast<size_t>(set.count) * 784 ||
-      labels.size() != 8 + static_cast<size_t>(set.count))
-    return DataLoss("{} and {}: sizes do not match their headers", images_path, labels_path);
-  set.pixels.resize(static_cast<size_t>(set.count) * 784);
-  for (size_t i = 0; i < set.pixels.size(); ++i)
-    set.pixels[i] = static_cast<uint8_t>(images[16 + i]) / 255.0f;
-  set.labels.resize(static_cast<size_t>(set.count));
-  for (int64_t i = 0; i < set.count; ++i)
-    set.labels[static_cast<size_t>(i)] = static_cast<uint8_t>(labels[8 + static_cast<size_t>(i)]);
+  auto images =
+      lab::LoadIdx(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
+  if (!images.ok() && images.status().code() == StatusCode::kNotFound)
+    return NotFound(
+        "{} (the demo's images come from Debian's dataset-fashion-mnist: apt-get "
+        "install dataset-fashion-mnist, or pass --data-dir)",
+        images.status().message());
+  MLC_ASSIGN_OR_RETURN(set.images, std::move(images));
+  set.labels.assign(set.images.labels.begin(), set.images.labels.end());
   return set;
 }
 
 // Top-1 class of every test image under an ONNX classifier, run by our own engine (the provider's
 // machine: no capsule, no TEE).
-Result<std::vector<int64_t>> Classify(const std::string& onnx, const TestSet& set) {
+Result<std::vector<int64_t>> Classify(const std::string& onnx, const lab::ImageSet& set) {
   compiler::CompileOptions options;
   MLC_ASSIGN_OR_RETURN(engine::Plan plan, LoadModel(onnx, options));
   engine::SessionOptions session_options;
@@ -388,6 +354,15 @@ class Demo {
     return a;
   }
 
+  // `lease sync CAPSULE --state WHO/state --server ... --json`: WHO's attestation, usage report
+  // and lease renewal, as JSON.
+  Result<json> LeaseSync(const std::string& name, const std::string& who) {
+    std::vector<std::string> argv = Online(Client("lease", who), who);
+    argv.insert(argv.begin() + 2, "sync");
+    argv.push_back("--json");
+    return ExecJson(name, argv);
+  }
+
   Status Prepare();
   Status Victim(std::string* result);
   Status Provider(std::string* result);
@@ -432,8 +407,7 @@ Result<ChildResult> Demo::Exec(const std::string& name, std::vector<std::string>
                                std::vector<int> ok_codes, const std::string& shown_suffix,
                                const std::function<void(const std::string&)>& on_progress) {
   if (g_signal != 0) return Interrupted();
-  std::string shown = "$ " + DisplayProgram(argv[0]);
-  for (size_t i = 1; i < argv.size(); ++i) shown += " " + ShellWord(argv[i]);
+  const std::string shown = CommandLine(argv);
   Say(shown + shown_suffix);
   const std::string base = fmt::format("{}/logs/{:02d}-{}", dir_.string(), ++child_, name);
   ChildResult r;
@@ -557,14 +531,14 @@ Status Demo::Victim(std::string* result) {
           candidates[0].string(), candidates[1].string());
   }
   MLC_ASSIGN_OR_RETURN(test_, LoadTestSet(o_.data_dir));
-  MLC_ASSIGN_OR_RETURN(victim_top1_, Classify(victim_path_, test_));
+  MLC_ASSIGN_OR_RETURN(victim_top1_, Classify(victim_path_, test_.images));
   victim_accuracy_ = Agreement(victim_top1_, test_.labels);
   std::error_code ec;
   const uint64_t size = fs::file_size(victim_path_, ec);
-  Say(
-      fmt::format("  {} ({}): {} correct on Fashion-MNIST's {} test images (plain engine, no "
-                  "capsule)",
-                  victim_path_, console::HumanBytes(size), Percent(victim_accuracy_), test_.count));
+  Say(fmt::format(
+      "  {} ({}): {} correct on Fashion-MNIST's {} test images (plain engine, no "
+      "capsule)",
+      victim_path_, console::HumanBytes(size), Percent(victim_accuracy_), test_.images.count));
   if (!o_.train_victim)
     Say("  made by the project's lab (examples/lab/victim.json; `mlcapsule demo --train-victim` "
         "trains it again)");
@@ -593,8 +567,7 @@ Status Demo::Provider(std::string* result) {
                             {self_, "server", "--db", "sqlite:" + P(dir_ / "server/server.db"),
                              "--keys", P(dir_ / "server/keys"), "--create-admin-token", "ops"},
                             {0}, " > " + P(dir_ / "server/admin.token")));
-  MLC_RETURN_IF_ERROR(WriteFile(P(dir_ / "server/admin.token"), token.out));
-  ::chmod(P(dir_ / "server/admin.token").c_str(), 0600);
+  MLC_RETURN_IF_ERROR(CreateNewFile(P(dir_ / "server/admin.token"), token.out, 0600));
   MLC_RETURN_IF_ERROR(
       ExecJson("keygen", {self_, "keygen", "--out", P(dir_ / "provider"), "--json"}).status());
   MLC_ASSIGN_OR_RETURN(json escrow, ExecJson("keygen-escrow", {self_, "keygen", "--escrow", "--out",
@@ -647,9 +620,7 @@ Status Demo::StartServer(std::string* result) {
                                    "--tls-cert",  P(dir_ / "server/tls.crt"),
                                    "--tls-key",   P(dir_ / "server/tls.key"),
                                    "--access-log"};
-  std::string shown = "$ " + DisplayProgram(self_);
-  for (size_t i = 1; i < argv.size(); ++i) shown += " " + ShellWord(argv[i]);
-  Say(shown + " &");
+  Say(CommandLine(argv) + " &");
   const std::string out_path = P(dir_ / "server/server.out");
   MLC_ASSIGN_OR_RETURN(server_pid_, Spawn(argv, out_path, P(dir_ / "server/server.log")));
   const auto deadline = Clock::now() + std::chrono::seconds(20);
@@ -709,8 +680,8 @@ Status Demo::Register(std::string* result) {
                  Admin({"license", "add", "--customer", who, "--capsule", capsule_id_, "--queries",
                         "5000", "--lease-queries", "1000", "--price", "0.002", "--id", id})));
     const fs::path token = dir_ / who / "license.token";
-    MLC_RETURN_IF_ERROR(WriteFile(token.string(), license.at("token").get<std::string>() + "\n"));
-    ::chmod(token.c_str(), 0600);
+    MLC_RETURN_IF_ERROR(
+        CreateNewFile(token.string(), license.at("token").get<std::string>() + "\n", 0600));
     Say(fmt::format("  license {}: 5,000 queries at 0.002 per query, leases of 1,000; token in {}",
                     id, token.string()));
     AddFile(token, fmt::format("{}'s license token (secret, 0600)", who));
@@ -729,10 +700,7 @@ std::string Date(int64_t unix_seconds) {
 }
 
 Status Demo::BobLease(std::string* result) {
-  std::vector<std::string> argv = Online(Client("lease", "bob"), "bob");
-  argv.insert(argv.begin() + 2, "sync");
-  argv.push_back("--json");
-  MLC_ASSIGN_OR_RETURN(json sync, ExecJson("bob-lease", argv));
+  MLC_ASSIGN_OR_RETURN(json sync, LeaseSync("bob-lease", "bob"));
   const json lease = sync.value("lease", json::object());
   if (!sync.value("renewed", false) || lease.empty())
     return FailedPrecondition("bob's first sync installed no lease: {}", sync.dump());
@@ -751,7 +719,8 @@ Status Demo::BobLease(std::string* result) {
 Status Demo::BobQueries(std::string* result) {
   engine::Tensor images = engine::Tensor::FromFloats(
       engine::Dims{kBobImages, 1, 28, 28},
-      std::vector<float>(test_.pixels.begin(), test_.pixels.begin() + kBobImages * 784));
+      std::vector<float>(test_.images.pixels.begin(),
+                         test_.images.pixels.begin() + kBobImages * lab::kImagePixels));
   engine::Tensor labels = engine::Tensor::FromInt64s(
       engine::Dims{kBobImages},
       std::vector<int64_t>(test_.labels.begin(), test_.labels.begin() + kBobImages));
@@ -796,10 +765,7 @@ Status Demo::BobQueries(std::string* result) {
 }
 
 Status Demo::BobSync(std::string* result) {
-  std::vector<std::string> argv = Online(Client("lease", "bob"), "bob");
-  argv.insert(argv.begin() + 2, "sync");
-  argv.push_back("--json");
-  MLC_ASSIGN_OR_RETURN(json sync, ExecJson("bob-sync", argv));
+  MLC_ASSIGN_OR_RETURN(json sync, LeaseSync("bob-sync", "bob"));
   if (!sync.value("reported", false))
     return FailedPrecondition("bob's sync reported no usage: {}", sync.dump());
   Say(fmt::format("  usage report {}: {} queries billed", sync.value("outcome", "?"),
@@ -951,7 +917,7 @@ Status Demo::Verdicts(std::string* result) {
                                               "--model", model, P(dir_ / "provider/reports")},
                                              {0, 1}));
     MLC_ASSIGN_OR_RETURN(json v, ParseJson("watermark verify", r.out));
-    MLC_ASSIGN_OR_RETURN(std::vector<int64_t> top1, Classify(model, test_));
+    MLC_ASSIGN_OR_RETURN(std::vector<int64_t> top1, Classify(model, test_.images));
     const double fidelity = Agreement(top1, victim_top1_);
     const double accuracy = Agreement(top1, test_.labels);
     const bool identified = v.value("identified", false);

@@ -1,7 +1,6 @@
 // Self-signed loopback TLS certificates with OpenSSL 3 (self_signed_cert.h).
 #include "server/self_signed_cert.h"
 
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -9,16 +8,11 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <functional>
 #include <memory>
 
 #include "base/file_util.h"
-#include "base/unique_fd.h"
 
 namespace mlcapsule::server {
 namespace {
@@ -122,23 +116,7 @@ Result<SelfSignedCert> MakeSelfSignedCert(const SelfSignedCertOptions& options) 
 
 Status WriteSelfSignedCert(const SelfSignedCert& cert, const std::string& cert_path,
                            const std::string& key_path) {
-  {
-    // Created 0600 from the start; an existing file is replaced only if it is ours to write.
-    UniqueFd fd(
-        ::open(key_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (fd.get() < 0) return IoError("{}: cannot create: {}", key_path, std::strerror(errno));
-    if (::fchmod(fd.get(), 0600) != 0)
-      return IoError("{}: chmod 0600: {}", key_path, std::strerror(errno));
-    size_t done = 0;
-    while (done < cert.private_key_pem.size()) {
-      const ssize_t n =
-          ::write(fd.get(), cert.private_key_pem.data() + done, cert.private_key_pem.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return IoError("{}: write: {}", key_path, std::strerror(errno));
-      done += static_cast<size_t>(n);
-    }
-    if (fd.Close() != 0) return IoError("{}: close: {}", key_path, std::strerror(errno));
-  }
+  MLC_RETURN_IF_ERROR(CreateNewFile(key_path, cert.private_key_pem, 0600));
   return WriteFile(cert_path, cert.certificate_pem);
 }
 

@@ -29,8 +29,8 @@ struct SelfSignedCert {
 };
 
 Result<SelfSignedCert> MakeSelfSignedCert(const SelfSignedCertOptions& options);
-// Writes the certificate (mode 0644) and the key (mode 0600, never readable by others, even
-// briefly: the file is created with that mode).
+// Writes the key (a new file, mode 0600 from its creation: CreateNewFile refuses an existing file
+// or a symlink) and the certificate (mode 0644, replaced atomically).
 Status WriteSelfSignedCert(const SelfSignedCert& cert, const std::string& cert_path,
                            const std::string& key_path);
 

@@ -99,12 +99,15 @@ TEST(SelfSignedCert, KeyFileIsPrivate) {
   auto cert = ReadFile((dir / "tls.crt").string(), 1 << 16);
   ASSERT_TRUE(cert.ok());
   EXPECT_EQ(*cert, made->certificate_pem);
-  // A symlink in place of the key is not followed.
+  // An existing key is never replaced, and a symlink in place of the key is not followed.
+  auto again = WriteSelfSignedCert(*made, (dir / "tls.crt").string(), (dir / "tls.key").string());
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.code(), StatusCode::kFailedPrecondition);
   std::filesystem::remove(dir / "tls.key");
   std::filesystem::create_symlink(dir / "elsewhere", dir / "tls.key");
   auto refused = WriteSelfSignedCert(*made, (dir / "tls.crt").string(), (dir / "tls.key").string());
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.message().find("cannot create"), std::string::npos);
+  EXPECT_NE(refused.message().find("refusing to overwrite"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir / "elsewhere"));
   std::filesystem::remove_all(dir);
 }
